@@ -1,0 +1,121 @@
+"""Settings read from the environment (and a `.env` file), as INTERFACE.md lists them."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of spdist; built once by `get_settings()`, or directly by tests."""
+
+    model_config = SettingsConfigDict(env_prefix="SPDIST_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./spdist.db"
+    redis_url: str = "redis://localhost:6379/0"
+    streampixel_url: str = "https://api.streampixel.io/pixelStripeApi"
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    api_keys_file: Path | None = None
+    min_interval_s: float = Field(120.0, gt=0)
+    api_tokens: SecretStr | None = None
+    webhook_token: SecretStr | None = None
+    max_attempts: int = Field(8, ge=1)
+    http_timeout_s: float = Field(30.0, gt=0)
+    http_connect_timeout_s: float = Field(5.0, gt=0)
+    auto_distribute: dict[str, str] = Field(default_factory=dict)
+    flower_basic_auth: SecretStr | None = None
+
+    # Pacer tuning (not in INTERFACE.md; documented in the README).
+    pacer_lead_s: float = Field(0.1, ge=0)
+    pacer_guard_s: float | None = Field(None, ge=0)
+    pacer_max_late_s: float = Field(1.0, gt=0)
+    max_countdown_s: float = Field(300.0, gt=0)
+    reconcile_every_s: float = Field(1.0, gt=0)
+    backoff_base_s: float = Field(30.0, gt=0)
+    backoff_cap_s: float = Field(600.0, gt=0)
+    processing_window_s: float = Field(7200.0, gt=0)
+    transient_backoff_base_s: float = Field(5.0, gt=0)
+    transient_backoff_cap_s: float = Field(600.0, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @property
+    def guard_s(self) -> float:
+        """Margin added to every gap: covers network jitter between our send and the arrival."""
+        if self.pacer_guard_s is not None:
+            return self.pacer_guard_s
+        return min(0.5, self.min_interval_s * 0.004)
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claim lives: long enough for the wait, the call and its recording."""
+        return self.pacer_lead_s + self.pacer_max_late_s + self.http_connect_timeout_s * 2 + (
+            self.http_timeout_s * 2
+        ) + 30.0
+
+    def token_list(self) -> list[str]:
+        """The bearer tokens the HTTP API accepts."""
+        if self.api_tokens is None:
+            return []
+        raw = self.api_tokens.get_secret_value()
+        return [t.strip() for t in raw.split(",") if t.strip()]
+
+
+class KeyRing:
+    """API keys by userId: the inline setting plus a JSON file re-read when it changes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._inline = {k: v.get_secret_value() for k, v in settings.api_keys.items()}
+        self._path = settings.api_keys_file
+        self._lock = threading.Lock()
+        self._stamp: tuple[float, int] | None = None
+        self._from_file: dict[str, str] = {}
+
+    def _refresh(self) -> None:
+        if self._path is None:
+            return
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            self._from_file, self._stamp = {}, None
+            return
+        stamp = (st.st_mtime, st.st_size)
+        with self._lock:
+            if stamp == self._stamp:
+                return
+            data = json.loads(Path(self._path).read_text())
+            if not isinstance(data, dict):
+                raise ValueError("SPDIST_API_KEYS_FILE must hold a JSON object")
+            self._from_file = {str(k): str(v) for k, v in data.items()}
+            self._stamp = stamp
+
+    def get(self, user_id: str) -> str | None:
+        """The key for this user, or None; the file wins over the inline setting."""
+        self._refresh()
+        return self._from_file.get(user_id) or self._inline.get(user_id)
+
+    def __contains__(self, user_id: str) -> bool:
+        return self.get(user_id) is not None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()
+
+
+@lru_cache
+def get_keyring() -> KeyRing:
+    """The process's key ring."""
+    return KeyRing(get_settings())
