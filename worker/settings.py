@@ -60,9 +60,13 @@ class Settings(BaseSettings):
     @property
     def lease_s(self) -> float:
         """How long a claim lives: long enough for the wait, the call and its recording."""
-        return self.pacer_lead_s + self.pacer_max_late_s + self.http_connect_timeout_s * 2 + (
-            self.http_timeout_s * 2
-        ) + 30.0
+        return (
+            self.pacer_lead_s
+            + self.pacer_max_late_s
+            + self.http_connect_timeout_s * 2
+            + (self.http_timeout_s * 2)
+            + 30.0
+        )
 
     def token_list(self) -> list[str]:
         """The bearer tokens the HTTP API accepts."""

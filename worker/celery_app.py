@@ -1,0 +1,75 @@
+"""The Celery app, configured for durability; settings are read lazily, on first use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+from redis import RedisError
+
+from worker.errors import PacerUnavailable
+from worker.pacer import Wake, parse_member
+from worker.settings import get_settings
+
+QUEUE = "spdist"
+app = Celery("spdist")
+
+
+def celery_config() -> dict[str, Any]:
+    """Celery settings: late acks, prefetch 1, no silent loss on a lost worker."""
+    s = get_settings()
+    return {
+        "broker_url": s.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "task_default_queue": QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0.1,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_soft_time_limit": s.lease_s + 30,
+        "task_time_limit": s.lease_s + 60,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "enable_utc": True,
+        "imports": ("worker.tasks",),
+        "beat_schedule": {
+            "reconcile": {
+                "task": "spdist.reconcile",
+                "schedule": s.reconcile_every_s,
+                "options": {"expires": max(1.0, s.reconcile_every_s)},
+            }
+        },
+    }
+
+
+app.add_defaults(celery_config)
+
+
+def publish_dispatch(user_id: str, wake: Wake) -> None:
+    """Send the dispatch message for a lane's head, due at the pacer's time."""
+    from worker.outcomes import from_us
+
+    _, request_id, project_id, upload_id = parse_member(wake.member)
+    kwargs = {
+        "request_id": request_id,
+        "user_id": user_id,
+        "project_id": project_id,
+        "upload_id": upload_id,
+        "due_us": wake.due_us,
+    }
+    eta = from_us(wake.due_us) if wake.delay_s > 0.002 else None
+    try:
+        app.send_task("spdist.dispatch", kwargs=kwargs, eta=eta, queue=QUEUE)
+    except (OperationalError, RedisError) as exc:
+        raise PacerUnavailable(f"broker unreachable: {exc}") from exc

@@ -1,0 +1,236 @@
+"""The `spdist` command line (INTERFACE.md, Command line)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from worker.errors import SpdistError
+from worker.models import State
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _ctx() -> Any:
+    from worker.context import get_context
+
+    return get_context()
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """`alembic upgrade head` on SPDIST_DATABASE_URL."""
+    from worker.migrate import upgrade
+
+    upgrade()
+    print("database is at the latest migration")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """One Celery worker on the spdist queue."""
+    from worker.celery_app import QUEUE, app
+
+    argv = ["worker", "-Q", QUEUE, "--loglevel", args.loglevel]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    app.worker_main([*argv, *args.celery_args])
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    """The scheduler: runs the reconciler every SPDIST_RECONCILE_EVERY_S."""
+    from worker.celery_app import app
+
+    # The in-memory scheduler keeps no schedule file: only interval entries exist.
+    app.start(["beat", "-S", "celery.beat:Scheduler", "--loglevel", args.loglevel,
+               *args.celery_args])  # fmt: skip
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    """Validate, store and publish one distribution."""
+    from worker import distributions, views
+
+    ctx = _ctx()
+    new = distributions.validate(
+        ctx, args.user, args.project, args.upload, args.priority, not args.no_coalesce
+    )
+    req = distributions.enqueue(ctx, new)
+    if args.json:
+        with ctx.sessions() as session:
+            _print_json(views.describe(ctx, session, distributions.get(session, req.id)))
+    else:
+        print(req.id)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """One distribution with its attempts."""
+    from worker import distributions, views
+
+    ctx = _ctx()
+    with ctx.sessions() as session:
+        data = views.describe(ctx, session, distributions.get(session, args.id))
+    if args.json:
+        _print_json(data)
+        return 0
+    for key in ("id", "userId", "projectId", "uploadId", "priority", "state", "createdAt",
+                "updatedAt", "nextAttemptAt", "position", "estimatedDispatchAt",
+                "supersededBy", "message"):  # fmt: skip
+        if data.get(key) is not None:
+            print(f"{key:20} {data[key]}")
+    for a in data["attempts"]:
+        print(f"  #{a['number']:<3} {a['startedAt']}  {a['outcome'] or 'in flight':13} "
+              f"{a['httpStatus'] or '-':>4}  {a['message'] or ''}")  # fmt: skip
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """Distributions, newest first."""
+    from worker import views
+
+    ctx = _ctx()
+    with ctx.sessions() as session:
+        rows, _ = views.list_distributions(
+            session, user_id=args.user, project_id=args.project, state=args.state,
+            limit=args.limit,
+        )  # fmt: skip
+        data = [views.distribution_dict(r, attempts=False) for r in rows]
+    if args.json:
+        _print_json(data)
+        return 0
+    for d in data:
+        print(f"{d['id']}  {d['state']:11} user {d['userId']} project {d['projectId']} "
+              f"upload {d['uploadId']}  {d['createdAt']}")  # fmt: skip
+    return 0
+
+
+def cmd_lanes(args: argparse.Namespace) -> int:
+    """Every user's lane, in order, with estimated dispatch times."""
+    from worker import views
+
+    ctx = _ctx()
+    with ctx.sessions() as session:
+        data = [lane.as_dict() for lane in views.lanes(ctx, session)]
+    if args.json:
+        _print_json(data)
+        return 0
+    if not data:
+        print("no requests waiting")
+    for lane in data:
+        print(f"user {lane['userId']}  next slot {lane['nextSlotAt']}")
+        for i in lane["items"]:
+            eta = i["estimatedDispatchAt"]
+            print(f"  {i['position']:>3}. {i['id']}  project {i['projectId']} "
+                  f"upload {i['uploadId']}  {i['state']:8} ~{eta}")  # fmt: skip
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a waiting request."""
+    from worker import distributions
+
+    req = distributions.cancel(_ctx(), args.id)
+    print(f"{req.id} {req.state}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Put a failed or dead request back in line."""
+    from worker import distributions
+
+    req = distributions.retry(_ctx(), args.id)
+    print(f"{req.id} {req.state}")
+    return 0
+
+
+def _stack(name: str) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        from worker import stack
+
+        return int(getattr(stack, name)(args))
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    p = argparse.ArgumentParser(prog="spdist", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Handler, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("migrate", cmd_migrate, "Upgrade the database to the latest migration.")
+    for name, fn, help_ in (
+        ("worker", cmd_worker, "Run one Celery worker."),
+        ("beat", cmd_beat, "Run the scheduler (exactly one)."),
+    ):
+        sp = add(name, fn, help_)
+        if name == "worker":
+            sp.add_argument("--concurrency", type=int, default=None)
+        sp.add_argument("--loglevel", default="info")
+        sp.add_argument("celery_args", nargs=argparse.REMAINDER, help="-- extra Celery args")
+    sp = add("enqueue", cmd_enqueue, "Enqueue one distribution.")
+    sp.add_argument("--user", required=True)
+    sp.add_argument("--project", required=True)
+    sp.add_argument("--upload", required=True)
+    sp.add_argument("--priority", type=int, default=0)
+    sp.add_argument("--no-coalesce", action="store_true")
+    sp.add_argument("--json", action="store_true")
+    sp = add("show", cmd_show, "Show one distribution with its attempts.")
+    sp.add_argument("id")
+    sp.add_argument("--json", action="store_true")
+    sp = add("ls", cmd_ls, "List distributions, newest first.")
+    sp.add_argument("--user")
+    sp.add_argument("--project")
+    sp.add_argument("--state", choices=[s.value for s in State])
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--json", action="store_true")
+    sp = add("lanes", cmd_lanes, "Show every user's lane.")
+    sp.add_argument("--json", action="store_true")
+    for name, fn in (("cancel", cmd_cancel), ("retry", cmd_retry)):
+        add(name, fn, (fn.__doc__ or "").strip()).add_argument("id")
+    _add_stack_commands(add)
+    return p
+
+
+def _add_stack_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    sp = add("api", _stack("api"), "Run the HTTP API.")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp = add("flower", _stack("flower"), "Run Flower for this Celery app.")
+    sp.add_argument("--port", type=int, default=5555)
+    add("up", _stack("up"), "Migrate, then run API, worker, scheduler and Flower.")
+    add("demo", _stack("demo"), "The stack against a built-in fake Streampixel, with samples.")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `spdist` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "celery_args", None) and args.celery_args[0] == "--":
+        args.celery_args = args.celery_args[1:]
+    try:
+        code = args.fn(args)
+    except SpdistError as exc:
+        print(f"spdist {args.command}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # one line for the operator; no traceback noise
+        print(f"spdist {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""One dispatch: reserve the lane's slot, claim in SQL, fire on time, call, record.
+
+    reserve (Redis)  ->  claim + attempt row (SQL, committed)  ->  sleep until the slot
+    ->  fire (Redis: the next slot opens `interval` after this instant)  ->  HTTP call
+    ->  record the outcome (SQL, fenced by the attempt number)  ->  settle and wake the lane
+
+Everything slow (the SQL writes) happens *before* the slot, inside the `lead` the pacer
+grants; only the fire script stands between the slot and the send.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker import outcomes
+from worker.context import Context
+from worker.distributions import kick, member, score
+from worker.errors import PacerUnavailable, StreampixelError
+from worker.models import (
+    WAITING,
+    DistributionAttempt,
+    DistributionRequest,
+    State,
+    utcnow,
+)
+from worker.pacer import US, Reply
+from worker.streampixel import Triggered
+
+log = logging.getLogger(__name__)
+
+# An early message (a worker whose clock runs ahead) waits in the task up to this long
+# rather than bouncing through the broker again and again.
+MAX_IN_TASK_WAIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A granted reservation: the slot, and when it falls on this process's monotonic clock."""
+
+    token: str
+    member: str
+    slot_us: int
+    slot_mono: float
+
+
+def dispatch(ctx: Context, request_id: str, *, due_us: int | None = None) -> str:
+    """Try to make the call for this request; returns a word saying what happened."""
+    req = _load(ctx, request_id)
+    if req is None:
+        log.warning("dispatch message for unknown request %s dropped", request_id)
+        return "unknown"
+    if not _dispatchable(ctx, req):
+        if req.state not in WAITING:
+            ctx.pacer.remove(req.user_id, member(req))
+        kick(ctx, req.user_id)
+        return "stale"
+    if ctx.keyring.get(req.user_id) is None:
+        _fail_without_call(ctx, req, "no API key is configured for this userId")
+        return "no-key"
+    if due_us is not None:
+        _wait_if_early(ctx, due_us)
+    ticket_or_word = _reserve(ctx, req)
+    if isinstance(ticket_or_word, str):
+        return ticket_or_word
+    return _dispatch_reserved(ctx, req, ticket_or_word)
+
+
+def _dispatch_reserved(ctx: Context, req: DistributionRequest, ticket: Ticket) -> str:
+    try:
+        number = _claim(ctx, req, ticket.slot_us)
+    except SQLAlchemyError:
+        _release(ctx, req, ticket)
+        raise
+    if number is None:
+        _release(ctx, req, ticket)
+        return "claimed-elsewhere"
+    fired_us = _fire(ctx, req, ticket)
+    if fired_us is None:
+        _unclaim(ctx, req, number)
+        ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token, action="requeue",
+                         score=score(req))  # fmt: skip
+        kick(ctx, req.user_id)
+        return "slot-missed"
+    result = _call(ctx, req)
+    plan = outcomes.plan(ctx.settings, req, result, fired_us)
+    recorded = _record(ctx, req, number, plan)
+    _settle(ctx, req, ticket, plan)
+    return plan.outcome if recorded else "lease-lost"
+
+
+def _load(ctx: Context, request_id: str) -> DistributionRequest | None:
+    with ctx.sessions() as session:
+        return session.get(DistributionRequest, request_id)
+
+
+def _dispatchable(ctx: Context, req: DistributionRequest) -> bool:
+    if req.state == State.QUEUED:
+        return True
+    if req.state != State.RETRYING:
+        return False
+    horizon = utcnow() + timedelta(
+        seconds=ctx.settings.pacer_lead_s + ctx.settings.pacer_max_late_s
+    )
+    return req.next_attempt_at is None or req.next_attempt_at <= horizon
+
+
+def _wait_if_early(ctx: Context, due_us: int) -> None:
+    """A message run well before its due time (by Redis's clock) waits here, bounded."""
+    early_s = (due_us - ctx.pacer.now_us()) / US
+    if early_s > 0.5:
+        log.warning("dispatch message ran %.1f s early: is this worker's clock ahead?", early_s)
+        time.sleep(min(early_s, MAX_IN_TASK_WAIT_S))
+
+
+def _reserve(ctx: Context, req: DistributionRequest) -> Ticket | str:
+    token, m = uuid.uuid4().hex, member(req)
+    reply = ctx.pacer.reserve(req.user_id, m, score(req), token)
+    if reply.kind == "floor":
+        _restore_lane(ctx, req.user_id)
+        reply = ctx.pacer.reserve(req.user_id, m, score(req), token, _floor_us(ctx, req.user_id))
+    if reply.kind == "granted":
+        mono = time.monotonic() + (reply.value - reply.now_us) / US
+        return Ticket(token, m, reply.value, mono)
+    return _not_granted(ctx, req, reply)
+
+
+def _not_granted(ctx: Context, req: DistributionRequest, reply: Reply) -> str:
+    """Behind another request, or too early, or the lane held: hand the lane on."""
+    if reply.kind == "behind":
+        kick(ctx, req.user_id)
+    else:
+        kick(ctx, req.user_id, force=True)
+    return reply.kind
+
+
+def _restore_lane(ctx: Context, user_id: str) -> None:
+    """The lane's Redis state is gone (Redis restarted empty): refill it from SQL."""
+    with ctx.sessions() as session:
+        rows = session.scalars(
+            select(DistributionRequest).where(
+                DistributionRequest.user_id == user_id,
+                DistributionRequest.state.in_(WAITING),
+            )
+        ).all()
+    horizon = utcnow()
+    due = [r for r in rows if r.next_attempt_at is None or r.next_attempt_at <= horizon]
+    ctx.pacer.add(user_id, [(member(r), score(r)) for r in due])
+
+
+def _floor_us(ctx: Context, user_id: str) -> int:
+    """No slot before the last attempt recorded in SQL allows."""
+    from sqlalchemy import func
+
+    with ctx.sessions() as session:
+        value = session.scalar(
+            select(func.max(DistributionAttempt.lane_free_us)).where(
+                DistributionAttempt.user_id == user_id
+            )
+        )
+    return int(value or 0)
+
+
+def _claim(ctx: Context, req: DistributionRequest, slot_us: int) -> int | None:
+    """Conditional UPDATE to `dispatching` plus the attempt row, committed before the call."""
+    s = ctx.settings
+    number = req.attempt_count + 1
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        done = session.execute(
+            update(DistributionRequest)
+            .where(
+                DistributionRequest.id == req.id,
+                DistributionRequest.state.in_(WAITING),
+                DistributionRequest.attempt_count == req.attempt_count,
+            )
+            .values(
+                state=State.DISPATCHING,
+                attempt_count=number,
+                lease_expires_at=now + timedelta(seconds=s.lease_s),
+                dispatched_at=now,
+                updated_at=now,
+            )
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        worst_fire = slot_us + int(s.pacer_max_late_s * US)
+        session.add(
+            DistributionAttempt(
+                request_id=req.id,
+                number=number,
+                user_id=req.user_id,
+                started_at=now,
+                slot_us=slot_us,
+                lane_free_us=worst_fire + ctx.pacer.gap_us,
+                worker=ctx.worker_name,
+            )
+        )
+    return number
+
+
+def _unclaim(ctx: Context, req: DistributionRequest, number: int) -> None:
+    """No call was made after all: remove the attempt row, put the request back."""
+    try:
+        with ctx.sessions.begin() as session:
+            session.execute(
+                DistributionAttempt.__table__.delete().where(
+                    DistributionAttempt.request_id == req.id,
+                    DistributionAttempt.number == number,
+                )
+            )
+            session.execute(
+                update(DistributionRequest)
+                .where(
+                    DistributionRequest.id == req.id,
+                    DistributionRequest.state == State.DISPATCHING,
+                    DistributionRequest.attempt_count == number,
+                )
+                .values(state=req.state, attempt_count=number - 1, lease_expires_at=None)
+            )
+    except SQLAlchemyError:
+        log.exception("could not undo claim of %s; its lease will expire", req.id)
+
+
+def _fire(ctx: Context, req: DistributionRequest, ticket: Ticket) -> int | None:
+    """Sleep until the slot, then take it; the Redis time of firing, or None (no call)."""
+    target = ticket.slot_mono
+    for _ in range(20):
+        delay = target - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            reply = ctx.pacer.fire(req.user_id, ticket.member, ticket.token)
+        except PacerUnavailable as exc:
+            log.warning("no call for %s: %s", req.id, exc)
+            return None
+        if reply.kind == "fired":
+            return reply.now_us
+        if reply.kind != "early":
+            log.warning("no call for %s: slot %s", req.id, reply.kind)
+            return None
+        target = time.monotonic() + (reply.value - reply.now_us) / US
+    return None
+
+
+def _call(ctx: Context, req: DistributionRequest) -> Triggered | StreampixelError:
+    api_key = ctx.keyring.get(req.user_id) or ""
+    try:
+        return ctx.client.distribute(
+            api_key=api_key,
+            user_id=req.user_id,
+            project_id=req.project_id,
+            upload_id=req.upload_id,
+        )
+    except StreampixelError as exc:
+        return exc
+
+
+def _record(ctx: Context, req: DistributionRequest, number: int, plan: outcomes.Plan) -> bool:
+    """Complete the attempt and move the request, fenced by the attempt number.
+
+    The call is made; its outcome must reach SQL, so a database error is retried for
+    about half the lease. Past that the lease expires and the reconciler records
+    `unknown` rather than guess.
+    """
+    deadline = time.monotonic() + ctx.settings.lease_s / 2
+    pause = 0.2
+    while True:
+        try:
+            return _write_outcome(ctx, req, number, plan)
+        except SQLAlchemyError as exc:
+            if time.monotonic() + pause > deadline:
+                log.error("outcome of %s attempt %d not recorded: %s", req.id, number, exc)
+                return False
+            log.warning("recording %s attempt %d failed, retrying: %s", req.id, number, exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def _write_outcome(
+    ctx: Context, req: DistributionRequest, number: int, plan: outcomes.Plan
+) -> bool:
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        done = session.execute(
+            update(DistributionRequest)
+            .where(
+                DistributionRequest.id == req.id,
+                DistributionRequest.state == State.DISPATCHING,
+                DistributionRequest.attempt_count == number,
+            )
+            .values(lease_expires_at=None, updated_at=now, **plan.request_values)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            log.warning("lease of %s attempt %d lost; outcome stays unknown", req.id, number)
+            return False
+        session.execute(
+            update(DistributionAttempt)
+            .where(
+                DistributionAttempt.request_id == req.id,
+                DistributionAttempt.number == number,
+            )
+            .values(
+                finished_at=now,
+                http_status=plan.http_status,
+                outcome=plan.outcome,
+                message=plan.message,
+                lane_free_us=plan.lane_free_us,
+            )
+        )
+    return True
+
+
+def _settle(ctx: Context, req: DistributionRequest, ticket: Ticket, plan: outcomes.Plan) -> None:
+    """Push the lane after a 429 (keeping the request at the head), then wake it."""
+    try:
+        if plan.requeue_at_head:
+            ctx.pacer.settle(req.user_id, ticket.member, action="requeue", score=score(req),
+                             not_before_us=plan.lane_free_us)  # fmt: skip
+        kick(ctx, req.user_id)
+    except PacerUnavailable as exc:
+        log.warning("lane of %s not woken (the reconciler will): %s", req.user_id, exc)
+
+
+def _release(ctx: Context, req: DistributionRequest, ticket: Ticket) -> None:
+    try:
+        ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token)
+        kick(ctx, req.user_id)
+    except PacerUnavailable as exc:
+        log.warning("reservation of %s not released (it expires): %s", req.id, exc)
+
+
+def _fail_without_call(ctx: Context, req: DistributionRequest, message: str) -> None:
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(DistributionRequest)
+            .where(DistributionRequest.id == req.id, DistributionRequest.state.in_(WAITING))
+            .values(state=State.FAILED, last_message=message, updated_at=utcnow())
+        )
+    ctx.pacer.remove(req.user_id, member(req))
+    kick(ctx, req.user_id)

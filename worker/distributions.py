@@ -1,0 +1,202 @@
+"""Enqueue, cancel and retry distribution requests; SQL first, then the lane in Redis."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from worker.context import Context
+from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
+from worker.models import WAITING, DistributionRequest, State, new_id, utcnow
+from worker.pacer import lane_member
+
+log = logging.getLogger(__name__)
+HEX24 = re.compile(r"^[0-9a-fA-F]{24}$")
+
+
+@dataclass(frozen=True)
+class NewDistribution:
+    """A validated request to distribute one upload."""
+
+    user_id: str
+    project_id: str
+    upload_id: str
+    priority: int = 0
+    coalesce: bool = True
+
+
+def validate(
+    ctx: Context,
+    user_id: str,
+    project_id: str,
+    upload_id: str,
+    priority: int = 0,
+    coalesce: bool = True,
+) -> NewDistribution:
+    """Check ids and priority and that the user has a key; raises ValidationError."""
+    ids = {"userId": user_id, "projectId": project_id, "uploadId": upload_id}
+    for name, value in ids.items():
+        if not isinstance(value, str) or not HEX24.match(value):
+            raise ValidationError(f"{name} must be 24 hexadecimal characters", field=name)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -100 <= priority <= 100:
+        raise ValidationError("priority must be an integer from -100 to 100", field="priority")
+    if user_id.lower() not in ctx.keyring:
+        raise ValidationError("no API key is configured for this userId", field="userId")
+    return NewDistribution(
+        user_id.lower(), project_id.lower(), upload_id.lower(), priority, bool(coalesce)
+    )
+
+
+def score(req: DistributionRequest) -> int:
+    """Lane score: lower goes first, so higher priority first."""
+    return -req.priority
+
+
+def member(req: DistributionRequest) -> str:
+    """The request's entry in its lane."""
+    return lane_member(req.seq, req.id, req.project_id, req.upload_id)
+
+
+def enqueue(
+    ctx: Context,
+    new: NewDistribution,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> DistributionRequest:
+    """Store the request (superseding a queued one of the same project), then publish it."""
+    with ctx.sessions.begin() as session:
+        req = DistributionRequest(
+            id=new_id(),
+            user_id=new.user_id,
+            project_id=new.project_id,
+            upload_id=new.upload_id,
+            priority=new.priority,
+            coalesce=new.coalesce,
+            seq=time.time_ns() // 1000,
+            state=State.QUEUED,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+        old = _supersede(session, req) if new.coalesce else None
+        session.add(req)
+    publish(ctx, req, replaces=old)
+    return req
+
+
+def _supersede(session: Session, req: DistributionRequest) -> DistributionRequest | None:
+    """Mark the project's queued request superseded by `req`; `req` takes its place."""
+    while True:
+        old = session.scalars(
+            select(DistributionRequest)
+            .where(
+                DistributionRequest.project_id == req.project_id,
+                DistributionRequest.user_id == req.user_id,
+                DistributionRequest.state == State.QUEUED,
+            )
+            .order_by(DistributionRequest.seq)
+            .limit(1)
+        ).first()
+        if old is None:
+            return None
+        done = session.execute(
+            update(DistributionRequest)
+            .where(DistributionRequest.id == old.id, DistributionRequest.state == State.QUEUED)
+            .values(state=State.SUPERSEDED, superseded_by=req.id, updated_at=utcnow())
+        )
+        if done.rowcount == 1:  # type: ignore[attr-defined]
+            req.seq = old.seq
+            return old
+
+
+def publish(
+    ctx: Context, req: DistributionRequest, replaces: DistributionRequest | None = None
+) -> bool:
+    """Put the request in its lane and wake the lane; False leaves it to the outbox."""
+    try:
+        if replaces is not None:
+            ctx.pacer.replace(req.user_id, member(replaces), member(req), score(req))
+        else:
+            ctx.pacer.add(req.user_id, [(member(req), score(req))])
+        kick(ctx, req.user_id)
+    except PacerUnavailable as exc:
+        log.warning("request %s stored; publishing waits for Redis: %s", req.id, exc)
+        return False
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(DistributionRequest)
+            .where(DistributionRequest.id == req.id)
+            .values(published_at=utcnow())
+        )
+    return True
+
+
+def kick(ctx: Context, user_id: str, *, force: bool = False) -> None:
+    """Send a dispatch message for the lane's head unless one is already on its way."""
+    wake = ctx.pacer.wake(user_id, force=force)
+    if wake is not None:
+        ctx.publish(user_id, wake)
+
+
+def get(session: Session, request_id: str) -> DistributionRequest:
+    """One request with its attempts; raises NotFoundError."""
+    req = session.get(DistributionRequest, request_id)
+    if req is None:
+        raise NotFoundError(f"no distribution {request_id}")
+    return req
+
+
+def cancel(ctx: Context, request_id: str) -> DistributionRequest:
+    """Cancel a waiting request; ConflictError once it is no longer waiting."""
+    with ctx.sessions.begin() as session:
+        req = get(session, request_id)
+        done = session.execute(
+            update(DistributionRequest)
+            .where(DistributionRequest.id == request_id, DistributionRequest.state.in_(WAITING))
+            .values(state=State.CANCELLED, next_attempt_at=None, updated_at=utcnow())
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConflictError(f"distribution {request_id} is {req.state}, not waiting")
+    try:
+        ctx.pacer.remove(req.user_id, member(req))
+        kick(ctx, req.user_id)
+    except PacerUnavailable as exc:  # a stale lane entry is dropped when it reaches the head
+        log.warning("cancelled %s; lane clean-up waits for Redis: %s", request_id, exc)
+    return _reload(ctx, request_id)
+
+
+def retry(ctx: Context, request_id: str) -> DistributionRequest:
+    """Put a failed or dead request back at the end of its lane."""
+    with ctx.sessions.begin() as session:
+        req = get(session, request_id)
+        done = session.execute(
+            update(DistributionRequest)
+            .where(
+                DistributionRequest.id == request_id,
+                DistributionRequest.state.in_((State.FAILED, State.DEAD)),
+            )
+            .values(
+                state=State.QUEUED,
+                seq=time.time_ns() // 1000,
+                failures=0,
+                processing_since=None,
+                next_attempt_at=None,
+                published_at=None,
+                updated_at=utcnow(),
+            )
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConflictError(f"distribution {request_id} is {req.state}, not failed or dead")
+    req = _reload(ctx, request_id)
+    publish(ctx, req)
+    return req
+
+
+def _reload(ctx: Context, request_id: str) -> DistributionRequest:
+    with ctx.sessions() as session:
+        return get(session, request_id)

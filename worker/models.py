@@ -1,0 +1,176 @@
+"""The system of record: distribution requests, their attempts, and webhook events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class State(StrEnum):
+    """Where a distribution request stands (INTERFACE.md, States)."""
+
+    QUEUED = "queued"
+    DISPATCHING = "dispatching"
+    SUCCEEDED = "succeeded"
+    CONFIRMED = "confirmed"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+
+WAITING = (State.QUEUED, State.RETRYING)
+TERMINAL = (
+    State.SUCCEEDED,
+    State.CONFIRMED,
+    State.FAILED,
+    State.DEAD,
+    State.CANCELLED,
+    State.SUPERSEDED,
+)
+
+
+def utcnow() -> datetime:
+    """Aware UTC now."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A request id: a UUID4 in hex, 32 characters."""
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware UTC datetimes; gives them back aware on SQLite too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class DistributionRequest(Base):
+    """One request to distribute one upload of one project."""
+
+    __tablename__ = "distribution_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(24))
+    project_id: Mapped[str] = mapped_column(String(24))
+    upload_id: Mapped[str] = mapped_column(String(24))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    # Place in the user's lane among equal priorities (microseconds); a superseding
+    # request inherits the place of the one it replaces.
+    seq: Mapped[int] = mapped_column(BigInteger)
+    coalesce: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(16), default=State.QUEUED)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    superseded_by: Mapped[str | None] = mapped_column(String(32))
+    # Calls made so far; the number of the next attempt row, and the claim's fencing token.
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Transient failures counted against SPDIST_MAX_ATTEMPTS.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    processing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_message: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Set when the request is in SQL but may not yet be in Redis (the outbox).
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    attempts: Mapped[list[DistributionAttempt]] = relationship(
+        back_populates="request", order_by="DistributionAttempt.number", lazy="selectin"
+    )
+
+    __table_args__ = (
+        Index("ix_requests_lane", "user_id", "state", "priority", "seq"),
+        Index("ix_requests_state_next", "state", "next_attempt_at"),
+        Index("ix_requests_state_lease", "state", "lease_expires_at"),
+        Index("ix_requests_project_state", "project_id", "state"),
+        Index("ix_requests_upload", "upload_id"),
+        Index("ix_requests_created", "created_at", "id"),
+        Index("ix_requests_unpublished", "published_at"),
+    )
+
+
+class DistributionAttempt(Base):
+    """One call to Streampixel: written before the call, completed after it."""
+
+    __tablename__ = "distribution_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("distribution_requests.id", ondelete="CASCADE")
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[str] = mapped_column(String(24))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The pacer's slot, on the Redis server's clock (microseconds since the epoch).
+    slot_us: Mapped[int] = mapped_column(BigInteger)
+    # No call for this user may start before this (Redis clock, microseconds): the
+    # fallback floor of the pacer when its Redis state is gone.
+    lane_free_us: Mapped[int] = mapped_column(BigInteger)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(255))
+
+    request: Mapped[DistributionRequest] = relationship(back_populates="attempts")
+
+    __table_args__ = (
+        UniqueConstraint("request_id", "number", name="uq_attempt_number"),
+        Index("ix_attempts_user_free", "user_id", "lane_free_us"),
+    )
+
+
+class WebhookEvent(Base):
+    """A Streampixel webhook delivery, stored raw before it is acted on."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(24))
+    upload_id: Mapped[str | None] = mapped_column(String(24))
+    status: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, object]] = mapped_column(JSON)
+    # (uploadId, event): Streampixel gives no event id; duplicates are stored once.
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_webhooks_unprocessed", "processed_at"),)

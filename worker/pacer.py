@@ -1,0 +1,196 @@
+"""The per-user pacer: one lane per userId in Redis, shared by every worker.
+
+A lane is a sorted set of waiting requests (highest priority first, then oldest) and a
+small hash of pacing state. Every decision is one Lua script on the Redis server's
+clock, so workers on machines with skewed clocks still agree:
+
+    reserve  the head of the lane gets the next slot (at most `lead` ahead of time)
+    fire     right before the HTTP call: the next slot opens `interval` after *now*
+    settle   after the call: put back (429 keeps the head), drop, push next_free
+    wake     which head needs a dispatch message, and when
+
+Any Redis error surfaces as PacerUnavailable: the caller makes no call (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+
+from worker import keys
+from worker.errors import PacerUnavailable
+
+US = 1_000_000
+T = TypeVar("T")
+
+
+def lane_member(seq: int, request_id: str, project_id: str, upload_id: str) -> str:
+    """The lane entry of a request: sorts by seq among equal priorities, readable."""
+    return f"{seq:017d}:{request_id}:{project_id}:{upload_id}"
+
+
+def parse_member(member: str) -> tuple[int, str, str, str]:
+    """(seq, request_id, project_id, upload_id) of a lane entry."""
+    seq, request_id, project_id, upload_id = member.split(":")
+    return int(seq), request_id, project_id, upload_id
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A script's answer: what happened, the Redis clock, and one value (slot, head, …)."""
+
+    kind: str
+    now_us: int
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Wake:
+    """A dispatch message to send: for `member`, due at `due_us` (Redis clock)."""
+
+    member: str
+    due_us: int
+    now_us: int
+
+    @property
+    def delay_s(self) -> float:
+        """Seconds from now until the message is due."""
+        return max(0.0, (self.due_us - self.now_us) / US)
+
+
+def _load(name: str) -> str:
+    return resources.files("worker").joinpath(name).read_text()
+
+
+class Pacer:
+    """Lua-backed lanes; times in microseconds of the Redis server's clock."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        interval_s: float,
+        guard_s: float = 0.0,
+        lead_s: float = 0.1,
+        max_late_s: float = 1.0,
+        max_countdown_s: float = 300.0,
+        wake_grace_s: float = 5.0,
+    ) -> None:
+        self.redis = client
+        self.interval_us = int(interval_s * US)
+        self.gap_us = int((interval_s + guard_s) * US)
+        self.lead_us = int(lead_s * US)
+        self.max_late_us = int(max_late_s * US)
+        self.max_countdown_us = int(max_countdown_s * US)
+        self.wake_grace_ms = int(wake_grace_s * 1000)
+        # Idle lanes forget their state; SQL gives the floor back when they wake.
+        self.state_ttl_ms = int(max(3600.0, 10 * interval_s) * 1000)
+        self._reserve = client.register_script(_load("reserve.lua"))
+        self._fire = client.register_script(_load("fire.lua"))
+        self._settle = client.register_script(_load("settle.lua"))
+        self._wake = client.register_script(_load("wake.lua"))
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except redis.RedisError as exc:
+            raise PacerUnavailable(f"Redis error in the pacer: {exc}") from exc
+
+    def _run(self, script: Any, user_id: str, *args: object) -> Any:
+        return self._call(lambda: script(keys=keys.lane_keys(user_id), args=list(args)))
+
+    def reserve(
+        self, user_id: str, member: str, score: int, token: str, floor_us: int | None = None
+    ) -> Reply:
+        """Ask for the next slot for `member`; see reserve.lua for the answers."""
+        floor = "" if floor_us is None else str(int(floor_us))
+        raw = self._run(
+            self._reserve, user_id, member, score, token,
+            self.lead_us, self.max_late_us, floor, self.state_ttl_ms,
+        )  # fmt: skip
+        return _reply(raw)
+
+    def fire(self, user_id: str, member: str, token: str) -> Reply:
+        """Take the reserved slot now; `fired` means the call may be sent."""
+        raw = self._run(self._fire, user_id, member, token, self.gap_us, self.state_ttl_ms)
+        return _reply(raw)
+
+    def settle(
+        self,
+        user_id: str,
+        member: str,
+        *,
+        token: str = "",
+        action: str = "keep",
+        score: int = 0,
+        not_before_us: int | None = None,
+    ) -> int:
+        """Release a reservation, requeue/drop `member`, push next_free; returns next_free."""
+        nb = "" if not_before_us is None else str(int(not_before_us))
+        return int(
+            self._run(self._settle, user_id, member, token, action, score, nb, self.state_ttl_ms)
+        )
+
+    def wake(self, user_id: str, *, force: bool = False) -> Wake | None:
+        """The head that needs a dispatch message now, marking it as sent; None if none."""
+        raw = self._run(
+            self._wake, user_id, self.lead_us, self.max_countdown_us,
+            self.wake_grace_ms, "1" if force else "0",
+        )  # fmt: skip
+        if not raw:
+            return None
+        return Wake(_text(raw[0]), int(raw[1]), int(raw[2]))
+
+    def add(self, user_id: str, entries: Iterable[tuple[str, int]]) -> None:
+        """Put requests in their lane (no-op for those already there)."""
+        mapping = {member: score for member, score in entries}
+        if mapping:
+            self._call(lambda: self.redis.zadd(keys.lane_queue(user_id), mapping, nx=True))
+
+    def replace(self, user_id: str, old: str, new: str, score: int) -> None:
+        """Swap a superseded request for its successor, atomically."""
+
+        def go() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(keys.lane_queue(user_id), old)
+            pipe.zadd(keys.lane_queue(user_id), {new: score})
+            pipe.execute()
+
+        self._call(go)
+
+    def remove(self, user_id: str, member: str) -> None:
+        """Take a request out of its lane (cancelled, superseded, no longer waiting)."""
+        self.settle(user_id, member, action="drop")
+
+    def members(self, user_id: str) -> list[str]:
+        """The lane's waiting entries, head first."""
+        raw = self._call(lambda: self.redis.zrange(keys.lane_queue(user_id), 0, -1))
+        return [_text(m) for m in raw]
+
+    def state(self, user_id: str) -> dict[str, str]:
+        """The lane's pacing state hash (empty when forgotten)."""
+        raw = self._call(lambda: self.redis.hgetall(keys.lane_state(user_id)))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def now_us(self) -> int:
+        """The Redis server's clock."""
+        sec, usec = self._call(self.redis.time)
+        return int(sec) * US + int(usec)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _reply(raw: list[Any]) -> Reply:
+    kind = _text(raw[0])
+    value = raw[2] if len(raw) > 2 else None
+    if isinstance(value, bytes):
+        value = value.decode()
+    if kind in ("wait", "busy", "granted", "early"):
+        value = int(value)
+    return Reply(kind, int(raw[1]), value)

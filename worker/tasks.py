@@ -1,0 +1,41 @@
+"""Celery tasks: thin wrappers that turn errors into retries."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker import dispatch as dispatch_mod
+from worker import reconcile as reconcile_mod
+from worker.celery_app import app
+from worker.context import get_context
+from worker.errors import PacerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="spdist.dispatch", bind=True, max_retries=None, acks_late=True)
+def dispatch(
+    self: Task,
+    request_id: str,
+    user_id: str = "",
+    project_id: str = "",
+    upload_id: str = "",
+    due_us: int | None = None,
+) -> str:
+    """Dispatch `request_id` when its lane's slot comes; user/project/upload are for Flower."""
+    try:
+        return dispatch_mod.dispatch(get_context(), request_id, due_us=due_us)
+    except (PacerUnavailable, SQLAlchemyError) as exc:
+        log.warning("dispatch of %s postponed: %s", request_id, exc)
+        # If Redis is down this retry is lost too; SQL still holds the request and the
+        # reconciler sends it again.
+        raise self.retry(exc=exc, countdown=2) from exc
+
+
+@app.task(name="spdist.reconcile", acks_late=False)
+def reconcile() -> dict[str, int]:
+    """Send what SQL says is due but no message carries."""
+    return reconcile_mod.reconcile(get_context())

@@ -1,0 +1,204 @@
+"""Read models shared by the CLI and the HTTP API: distributions and lanes as JSON-ready dicts."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from worker.context import Context
+from worker.errors import PacerUnavailable, ValidationError
+from worker.models import WAITING, DistributionAttempt, DistributionRequest, utcnow
+from worker.outcomes import from_us
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LaneItem:
+    """A waiting request, its place in its lane (1 goes next) and its estimated dispatch."""
+
+    request: DistributionRequest
+    position: int
+    estimated_at: datetime
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A user's lane: when its next slot opens, and who waits in it."""
+
+    user_id: str
+    next_slot_at: datetime
+    items: list[LaneItem]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `GET /v1/users/{userId}/lane` body."""
+        return {
+            "userId": self.user_id,
+            "nextSlotAt": iso(self.next_slot_at),
+            "items": [
+                {
+                    "id": i.request.id,
+                    "projectId": i.request.project_id,
+                    "uploadId": i.request.upload_id,
+                    "priority": i.request.priority,
+                    "state": i.request.state,
+                    "position": i.position,
+                    "estimatedDispatchAt": iso(i.estimated_at),
+                }
+                for i in self.items
+            ],
+        }
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z."""
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def next_slot_at(ctx: Context, session: Session, user_id: str) -> datetime:
+    """When the lane's next call may start: the pacer's state, else the SQL floor."""
+    now = utcnow()
+    try:
+        state = ctx.pacer.state(user_id)
+        if state.get("next_free"):
+            return max(now, from_us(int(state["next_free"])))
+    except PacerUnavailable as exc:
+        log.info("lane view without Redis: %s", exc)
+    floor = session.scalar(
+        select(func.max(DistributionAttempt.lane_free_us)).where(
+            DistributionAttempt.user_id == user_id
+        )
+    )
+    return max(now, from_us(int(floor))) if floor else now
+
+
+def lane(ctx: Context, session: Session, user_id: str) -> Lane:
+    """The lane as SQL records it, timed by the pacer; estimates assume every call succeeds."""
+    rows = session.scalars(
+        select(DistributionRequest)
+        .where(DistributionRequest.user_id == user_id, DistributionRequest.state.in_(WAITING))
+        .order_by(DistributionRequest.priority.desc(), DistributionRequest.seq)
+    ).all()
+    start = next_slot_at(ctx, session, user_id)
+    gap = timedelta(seconds=ctx.settings.min_interval_s + ctx.settings.guard_s)
+    ready = [r for r in rows if r.next_attempt_at is None or r.next_attempt_at <= start]
+    later = sorted((r for r in rows if r not in ready), key=lambda r: r.next_attempt_at)
+    items, t = [], start
+    for pos, req in enumerate([*ready, *later], start=1):
+        t = max(t, req.next_attempt_at or t)
+        items.append(LaneItem(req, pos, t))
+        t += gap
+    return Lane(user_id, start, items)
+
+
+def lanes(ctx: Context, session: Session) -> list[Lane]:
+    """Every lane with waiting requests."""
+    users = session.scalars(
+        select(DistributionRequest.user_id)
+        .where(DistributionRequest.state.in_(WAITING))
+        .distinct()
+        .order_by(DistributionRequest.user_id)
+    ).all()
+    return [lane(ctx, session, u) for u in users]
+
+
+def attempt_dict(a: DistributionAttempt) -> dict[str, Any]:
+    """One attempt, camelCase."""
+    return {
+        "number": a.number,
+        "startedAt": iso(a.started_at),
+        "finishedAt": iso(a.finished_at),
+        "httpStatus": a.http_status,
+        "outcome": a.outcome,
+        "message": a.message,
+        "worker": a.worker,
+    }
+
+
+def distribution_dict(
+    req: DistributionRequest, item: LaneItem | None = None, *, attempts: bool = True
+) -> dict[str, Any]:
+    """The Distribution object of INTERFACE.md."""
+    out: dict[str, Any] = {
+        "id": req.id,
+        "userId": req.user_id,
+        "projectId": req.project_id,
+        "uploadId": req.upload_id,
+        "priority": req.priority,
+        "state": req.state,
+        "createdAt": iso(req.created_at),
+        "updatedAt": iso(req.updated_at),
+        "nextAttemptAt": iso(req.next_attempt_at),
+        "position": item.position if item else None,
+        "estimatedDispatchAt": iso(item.estimated_at) if item else None,
+        "supersededBy": req.superseded_by,
+        "message": req.last_message,
+    }
+    if attempts:
+        out["attempts"] = [attempt_dict(a) for a in req.attempts]
+    return out
+
+
+def describe(ctx: Context, session: Session, req: DistributionRequest) -> dict[str, Any]:
+    """A distribution with its attempts and, while it waits, its place in the lane."""
+    item = None
+    if req.state in WAITING:
+        item = next((i for i in lane(ctx, session, req.user_id).items if i.request.id == req.id),
+                    None)  # fmt: skip
+    return distribution_dict(req, item)
+
+
+def encode_cursor(req: DistributionRequest) -> str:
+    """An opaque cursor after `req` in newest-first order."""
+    raw = f"{req.created_at.isoformat()}|{req.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, id) of a cursor; ValidationError when it is not ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, request_id = raw.split("|")
+        return datetime.fromisoformat(created), request_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("cursor is not valid", field="cursor") from exc
+
+
+def list_distributions(
+    session: Session,
+    *,
+    user_id: str | None = None,
+    project_id: str | None = None,
+    state: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[DistributionRequest], str | None]:
+    """A page of distributions, newest first, and the cursor of the next page."""
+    q = select(DistributionRequest)
+    if user_id:
+        q = q.where(DistributionRequest.user_id == user_id)
+    if project_id:
+        q = q.where(DistributionRequest.project_id == project_id)
+    if state:
+        q = q.where(DistributionRequest.state == state)
+    if cursor:
+        created, request_id = decode_cursor(cursor)
+        q = q.where(
+            or_(
+                DistributionRequest.created_at < created,
+                and_(
+                    DistributionRequest.created_at == created, DistributionRequest.id < request_id
+                ),
+            )
+        )
+    q = q.order_by(DistributionRequest.created_at.desc(), DistributionRequest.id.desc())
+    rows = list(session.scalars(q.limit(limit + 1)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1]) if more and rows else None
