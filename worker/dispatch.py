@@ -81,6 +81,7 @@ def _dispatch_reserved(ctx: Context, req: DistributionRequest, ticket: Ticket) -
     if number is None:
         _release(ctx, req, ticket)
         return "claimed-elsewhere"
+    ctx.client  # built now, not between the fire and the send  # noqa: B018
     fired_us = _fire(ctx, req, ticket)
     if fired_us is None:
         _unclaim(ctx, req, number)

@@ -43,9 +43,17 @@ CONTROL_PREFIX = "/_control"
 REQUIRED_FIELDS = ("apiKey", "userId", "projectId", "uploadId")
 TRIGGERED = "Distribution triggered"
 RATE_LIMITED = "Rate limit exceeded. Try again in 2 minutes."
-CONFIG_KEYS = frozenset(
-    {"interval_s", "keys", "rules", "repeat_last", "force_429_next", "webhook_url",
-     "webhook_delay_s"}
+
+
+def rate_limited_message(interval_s: float) -> str:
+    """Streampixel's 429 text, stating this fake's own interval as the wait."""
+    if interval_s == 120:
+        return RATE_LIMITED
+    return f"Rate limit exceeded. Try again in {interval_s:g} seconds."
+
+
+CONFIG_KEYS = frozenset({"interval_s", "keys", "rules", "repeat_last", "force_429_next"}).union(
+    {"webhook_url", "webhook_delay_s"}
 )
 ACTIONS = frozenset({"status", "hang", "reset", "garbage", "html", "empty", "ratelimit"})
 _EDGE_HTML = (
@@ -75,7 +83,7 @@ def _message(status: int, message: str, outcome: str, **kw: Any) -> _Answer:
     return _Answer(status, body, "application/json", outcome, **kw)
 
 
-def _scripted(action: dict[str, Any]) -> _Answer:
+def _scripted(action: dict[str, Any], interval_s: float = 120.0) -> _Answer:
     kind = action.get("action", "status")
     if kind == "hang":
         return _message(200, TRIGGERED, "scripted", action=kind, hang_s=float(action["seconds"]))
@@ -90,7 +98,7 @@ def _scripted(action: dict[str, Any]) -> _Answer:
     if kind == "empty":
         return _Answer(int(action.get("status", 503)), outcome="scripted", action=kind)
     if kind == "ratelimit":  # another tool spent the budget: a 429 we did not cause
-        return _message(429, RATE_LIMITED, "scripted", action=kind)
+        return _message(429, rate_limited_message(interval_s), "scripted", action=kind)
     return _message(int(action["status"]), str(action.get("message", "")), "scripted", action=kind)
 
 
@@ -183,24 +191,35 @@ class _State:
                 answer = _message(401, "Unauthorized: Invalid API Key", "unauthorized")
             if answer is None:
                 answer = self._limit(data, mono, last)
-            self.calls.append({
-                "seq": len(self.calls) + 1, "wall": wall, "mono": mono, "userId": user,
-                "projectId": _text(data, "projectId"), "uploadId": _text(data, "uploadId"),
-                "keyOk": key_ok, "status": answer.status, "outcome": answer.outcome,
-                "action": answer.action, "violation": answer.violation,
-                "gapS": None if last is None else mono - last,
-            })
+            self.calls.append(
+                {
+                    "seq": len(self.calls) + 1,
+                    "wall": wall,
+                    "mono": mono,
+                    "userId": user,
+                    "projectId": _text(data, "projectId"),
+                    "uploadId": _text(data, "uploadId"),
+                    "keyOk": key_ok,
+                    "status": answer.status,
+                    "outcome": answer.outcome,
+                    "action": answer.action,
+                    "violation": answer.violation,
+                    "gapS": None if last is None else mono - last,
+                }
+            )
             return answer
 
     def _limit(self, data: dict[str, Any], mono: float, last: float | None) -> _Answer:
         self.last_mono[data["userId"]] = mono  # strict: every call restarts the window
         if last is not None and mono - last < self.interval_s:
-            return _message(429, RATE_LIMITED, "violation", violation=True)
+            return _message(429, rate_limited_message(self.interval_s), "violation", violation=True)
         if self.force_429_next > 0:
             self.force_429_next -= 1
-            return _message(429, RATE_LIMITED, "forced_429")
+            return _message(429, rate_limited_message(self.interval_s), "forced_429")
         action = self._next_action(data["uploadId"])
-        answer = _scripted(action) if action else _message(200, TRIGGERED, "triggered")
+        answer = (
+            _scripted(action, self.interval_s) if action else _message(200, TRIGGERED, "triggered")
+        )
         if answer.status == 200 and answer.action in (None, "hang") and self.webhook_url:
             answer.webhook = (self.webhook_url, self.webhook_delay_s, _event(data))
         return answer
@@ -217,9 +236,14 @@ class _State:
 
 def _event(data: dict[str, Any]) -> dict[str, Any]:
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {"event": "build.distributing", "projectId": data["projectId"],
-            "uploadId": data["uploadId"], "fileUrl": None, "status": "Distribute",
-            "timestamp": stamp}
+    return {
+        "event": "build.distributing",
+        "projectId": data["projectId"],
+        "uploadId": data["uploadId"],
+        "fileUrl": None,
+        "status": "Distribute",
+        "timestamp": stamp,
+    }
 
 
 def _deliver(url: str, delay_s: float, event: dict[str, Any], stopping: threading.Event) -> None:
@@ -290,8 +314,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(answer.status, answer.body, answer.content_type)
         if answer.webhook:
-            threading.Thread(target=_deliver, args=(*answer.webhook, fake._stopping),
-                             name="fake-streampixel-webhook", daemon=True).start()
+            threading.Thread(
+                target=_deliver,
+                args=(*answer.webhook, fake._stopping),
+                name="fake-streampixel-webhook",
+                daemon=True,
+            ).start()
 
     def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -374,8 +402,9 @@ class FakeStreampixel:
             raise RuntimeError("FakeStreampixel already started")
         self._stopping.clear()
         self._server = _Server(self._address, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="fake-streampixel", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-streampixel", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -445,8 +474,10 @@ def fetch_calls(base_or_control_url: str) -> list[dict[str, Any]]:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m worker.fake_streampixel",
-                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.fake_streampixel",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds per userId")
@@ -467,8 +498,14 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    fake = FakeStreampixel(host=args.host, port=args.port, interval_s=args.interval, keys=keys,
-                           webhook_url=args.webhook_url, verbose=args.verbose)
+    fake = FakeStreampixel(
+        host=args.host,
+        port=args.port,
+        interval_s=args.interval,
+        keys=keys,
+        webhook_url=args.webhook_url,
+        verbose=args.verbose,
+    )
     with fake:
         print(f"fake streampixel listening on {fake.url}", flush=True)
         stop.wait()

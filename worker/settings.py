@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         """Margin added to every gap: covers network jitter between our send and the arrival."""
         if self.pacer_guard_s is not None:
             return self.pacer_guard_s
-        return min(0.5, self.min_interval_s * 0.004)
+        return min(0.5, max(0.01, self.min_interval_s * 0.004))
 
     @property
     def lease_s(self) -> float:

@@ -156,7 +156,12 @@ def test_duplicate_message_makes_one_call(make: Callable[..., Harness]) -> None:
         (404, {"message": "File not found in project"}, "failed", "not_found"),
         (400, {"message": "File has no URL"}, "retrying", "processing"),
         (500, {"message": "Internal server error"}, "retrying", "server_error"),
-        (429, {"message": "Rate limit exceeded. Try again in 2 minutes."}, "retrying", "rate_limited"),
+        (
+            429,
+            {"message": "Rate limit exceeded. Try again in 2 minutes."},
+            "retrying",
+            "rate_limited",
+        ),
     ],
 )
 def test_answers_move_the_request(
