@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from functools import lru_cache
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
@@ -98,9 +101,17 @@ class KeyRing:
         with self._lock:
             if stamp == self._stamp:
                 return
-            data = json.loads(Path(self._path).read_text())
+            try:
+                data = json.loads(Path(self._path).read_text())
+            except (OSError, ValueError) as exc:  # half-written during rotation: keep the old keys
+                log.warning("SPDIST_API_KEYS_FILE unreadable, keeping the previous keys: %s",
+                            type(exc).__name__)  # fmt: skip
+                return
             if not isinstance(data, dict):
-                raise ValueError("SPDIST_API_KEYS_FILE must hold a JSON object")
+                log.warning(
+                    "SPDIST_API_KEYS_FILE must hold a JSON object; keeping the previous keys"
+                )
+                return
             self._from_file = {str(k): str(v) for k, v in data.items()}
             self._stamp = stamp
 
