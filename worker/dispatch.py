@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import outcomes
@@ -90,6 +90,7 @@ def _dispatch_reserved(ctx: Context, req: DistributionRequest, ticket: Ticket) -
         kick(ctx, req.user_id)
         return "slot-missed"
     result = _call(ctx, req)
+    _wake_next(ctx, req)
     plan = outcomes.plan(ctx.settings, req, result, fired_us)
     recorded = _record(ctx, req, number, plan)
     _settle(ctx, req, ticket, plan)
@@ -211,7 +212,7 @@ def _unclaim(ctx: Context, req: DistributionRequest, number: int) -> None:
     try:
         with ctx.sessions.begin() as session:
             session.execute(
-                DistributionAttempt.__table__.delete().where(
+                delete(DistributionAttempt).where(
                     DistributionAttempt.request_id == req.id,
                     DistributionAttempt.number == number,
                 )
@@ -324,6 +325,15 @@ def _settle(ctx: Context, req: DistributionRequest, ticket: Ticket, plan: outcom
         if plan.requeue_at_head:
             ctx.pacer.settle(req.user_id, ticket.member, action="requeue", score=score(req),
                              not_before_us=plan.lane_free_us)  # fmt: skip
+        kick(ctx, req.user_id)
+    except PacerUnavailable as exc:
+        log.warning("lane of %s not woken (the reconciler will): %s", req.user_id, exc)
+
+
+def _wake_next(ctx: Context, req: DistributionRequest) -> None:
+    """The next head's message goes out before this answer is recorded, so a slow
+    database write or a slow answer never delays the next slot; a 429 re-wakes this one."""
+    try:
         kick(ctx, req.user_id)
     except PacerUnavailable as exc:
         log.warning("lane of %s not woken (the reconciler will): %s", req.user_id, exc)

@@ -41,7 +41,7 @@ def plan(
 ) -> Plan:
     """Decide what happens after `result`, a call fired at `fired_us` (Redis clock)."""
     gap_us = int((settings.min_interval_s + settings.guard_s) * US)
-    base = {"outcome": str(result.outcome), "http_status": result.http_status,
+    base: dict[str, Any] = {"outcome": str(result.outcome), "http_status": result.http_status,
             "message": result.message, "lane_free_us": fired_us + gap_us}  # fmt: skip
     if isinstance(result, Triggered):
         return Plan(**base, request_values=_to(State.SUCCEEDED, result.message))

@@ -168,7 +168,7 @@ class Pacer:
 
     def members(self, user_id: str) -> list[str]:
         """The lane's waiting entries, head first."""
-        raw = self._call(lambda: self.redis.zrange(keys.lane_queue(user_id), 0, -1))
+        raw: Any = self._call(lambda: self.redis.zrange(keys.lane_queue(user_id), 0, -1))
         return [_text(m) for m in raw]
 
     def state(self, user_id: str) -> dict[str, str]:
@@ -188,7 +188,7 @@ def _text(value: bytes | str) -> str:
 
 def _reply(raw: list[Any]) -> Reply:
     kind = _text(raw[0])
-    value = raw[2] if len(raw) > 2 else None
+    value: Any = raw[2] if len(raw) > 2 else None
     if isinstance(value, bytes):
         value = value.decode()
     if kind in ("wait", "busy", "granted", "early"):

@@ -88,7 +88,7 @@ def lane(ctx: Context, session: Session, user_id: str) -> Lane:
     start = next_slot_at(ctx, session, user_id)
     gap = timedelta(seconds=ctx.settings.min_interval_s + ctx.settings.guard_s)
     ready = [r for r in rows if r.next_attempt_at is None or r.next_attempt_at <= start]
-    later = sorted((r for r in rows if r not in ready), key=lambda r: r.next_attempt_at)
+    later = sorted((r for r in rows if r not in ready), key=lambda r: r.next_attempt_at or start)
     items, t = [], start
     for pos, req in enumerate([*ready, *later], start=1):
         t = max(t, req.next_attempt_at or t)
