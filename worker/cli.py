@@ -215,6 +215,20 @@ def _add_stack_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     add("demo", _stack("demo"), "The stack against a built-in fake Streampixel, with samples.")
 
 
+def one_line(exc: Exception) -> str:
+    """A one-line reason; settings errors name the setting but never echo its value."""
+    from pydantic import ValidationError as SettingsInvalid
+
+    if isinstance(exc, SettingsInvalid):
+        problems = "; ".join(
+            f"SPDIST_{str(e['loc'][0]).upper()}{''.join(f'[{x}]' for x in e['loc'][1:])}: "
+            f"{e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        return f"invalid configuration: {problems}"
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `spdist` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -227,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"spdist {args.command}: {exc}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:  # one line for the operator; no traceback noise
-        print(f"spdist {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"spdist {args.command}: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code)
 

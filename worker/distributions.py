@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from worker.context import Context
@@ -200,3 +204,67 @@ def retry(ctx: Context, request_id: str) -> DistributionRequest:
 def _reload(ctx: Context, request_id: str) -> DistributionRequest:
     with ctx.sessions() as session:
         return get(session, request_id)
+
+
+def body_hash(new: NewDistribution) -> str:
+    """sha256 of the canonical (validated, defaults filled in) request body."""
+    canonical = json.dumps(asdict(new), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+MESSAGE_FIELDS = {"userId", "projectId", "uploadId", "priority", "coalesce", "idempotencyKey"}
+
+
+def enqueue_message(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+    """`send_task("spdist.enqueue", kwargs=…)`: the API's validation and record; never raises
+    ValidationError or ConflictError but answers `{"error", "field"}`."""
+    unknown = sorted(set(body) - MESSAGE_FIELDS)
+    try:
+        if unknown:
+            raise ValidationError(f"unknown field {unknown[0]}", field=unknown[0])
+        new = validate(ctx, body.get("userId"), body.get("projectId"), body.get("uploadId"),
+                       body.get("priority", 0), body.get("coalesce", True))  # type: ignore[arg-type]  # fmt: skip
+        key = body.get("idempotencyKey")
+        if key is None:
+            req = enqueue(ctx, new)
+        else:
+            req, _ = enqueue_once(ctx, new, str(key), body_hash(new))
+    except (ValidationError, ConflictError) as exc:
+        log.error("spdist.enqueue refused %s: %s", _ids(body), exc)
+        return {"error": str(exc), "field": getattr(exc, "field", None)}
+    log.info("spdist.enqueue stored %s as %s", _ids(body), req.id)
+    return {"id": req.id, "state": str(req.state)}
+
+
+def _ids(body: dict[str, Any]) -> str:
+    return " ".join(f"{k}={body.get(k)!r}" for k in ("userId", "projectId", "uploadId"))
+
+
+def find_by_key(session: Session, idempotency_key: str) -> DistributionRequest | None:
+    """The request stored under this Idempotency-Key, if any."""
+    return session.scalars(
+        select(DistributionRequest).where(DistributionRequest.idempotency_key == idempotency_key)
+    ).first()
+
+
+def enqueue_once(
+    ctx: Context, new: NewDistribution, idempotency_key: str, request_hash: str
+) -> tuple[DistributionRequest, bool]:
+    """Enqueue unless the key was used: (request, True when it is the earlier one).
+
+    ConflictError when the key was used for another body. The unique index settles a race
+    between two processes: the loser reads the winner's row.
+    """
+    for _ in range(2):
+        with ctx.sessions() as session:
+            earlier = find_by_key(session, idempotency_key)
+        if earlier is not None:
+            if earlier.request_hash != request_hash:
+                raise ConflictError("this Idempotency-Key was used with another request body")
+            return earlier, True
+        try:
+            return enqueue(ctx, new, idempotency_key=idempotency_key,
+                           request_hash=request_hash), False  # fmt: skip
+        except IntegrityError:
+            log.info("Idempotency-Key %r taken by a concurrent request", idempotency_key)
+    raise ConflictError("this Idempotency-Key is being used concurrently; try again")

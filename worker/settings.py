@@ -8,9 +8,10 @@ import os
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./spdist.db"
     redis_url: str = "redis://localhost:6379/0"
     streampixel_url: str = "https://api.streampixel.io/pixelStripeApi"
-    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    # NoDecode: our validator parses the JSON, so an empty value means "none".
+    api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
     api_keys_file: Path | None = None
     min_interval_s: float = Field(120.0, gt=0)
     api_tokens: SecretStr | None = None
@@ -31,7 +33,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(8, ge=1)
     http_timeout_s: float = Field(30.0, gt=0)
     http_connect_timeout_s: float = Field(5.0, gt=0)
-    auto_distribute: dict[str, str] = Field(default_factory=dict)
+    auto_distribute: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     flower_basic_auth: SecretStr | None = None
 
     # Pacer tuning (not in INTERFACE.md; documented in the README).
@@ -46,7 +48,7 @@ class Settings(BaseSettings):
     transient_backoff_base_s: float = Field(5.0, gt=0)
     transient_backoff_cap_s: float = Field(600.0, gt=0)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "auto_distribute", mode="before")
     @classmethod
     def _parse_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -39,3 +39,29 @@ def dispatch(
 def reconcile() -> dict[str, int]:
     """Send what SQL says is due but no message carries."""
     return reconcile_mod.reconcile(get_context())
+
+
+@app.task(name="spdist.enqueue", acks_late=True)
+def enqueue(**body: object) -> dict[str, object]:
+    """`send_task("spdist.enqueue", kwargs={"userId", "projectId", "uploadId", ...})`.
+
+    The API's validation and SQL record; invalid input is logged and answered with
+    `{"error": ..., "field": ...}`, never retried.
+    """
+    from worker import distributions
+
+    return distributions.enqueue_message(get_context(), dict(body))
+
+
+@app.task(name="spdist.webhook", bind=True, max_retries=10, acks_late=True)
+def webhook(
+    self: Task, event_id: int, event: str = "", upload_id: str = "", project_id: str = ""
+) -> str:
+    """Act on stored webhook event `event_id`; event/upload/project are for Flower."""
+    from worker import webhooks
+
+    try:
+        return webhooks.process(get_context(), event_id)
+    except SQLAlchemyError as exc:
+        log.warning("webhook event %s postponed: %s", event_id, exc)
+        raise self.retry(exc=exc, countdown=2) from exc

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from worker.context import Context
 from worker.errors import PacerUnavailable, ValidationError
-from worker.models import WAITING, DistributionAttempt, DistributionRequest, utcnow
+from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
 from worker.outcomes import from_us
 
 log = logging.getLogger(__name__)
@@ -202,3 +202,27 @@ def list_distributions(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1]) if more and rows else None
+
+
+def queued_item(ctx: Context, session: Session, req: DistributionRequest) -> LaneItem:
+    """A queued request's place in its lane with one COUNT: what `lane()` gives, cheaply."""
+    start = next_slot_at(ctx, session, req.user_id)
+    r = DistributionRequest
+    ahead = session.scalar(
+        select(func.count()).select_from(r).where(
+            r.user_id == req.user_id,
+            r.state.in_(WAITING),
+            r.id != req.id,
+            or_(r.next_attempt_at.is_(None), r.next_attempt_at <= start),
+            or_(r.priority > req.priority, and_(r.priority == req.priority, r.seq < req.seq)),
+        )
+    ) or 0
+    gap = timedelta(seconds=ctx.settings.min_interval_s + ctx.settings.guard_s)
+    return LaneItem(req, ahead + 1, start + ahead * gap)
+
+
+def describe_one(ctx: Context, session: Session, req: DistributionRequest) -> dict[str, Any]:
+    """`describe()`, with a COUNT instead of the whole lane when the request is queued."""
+    if req.state == State.QUEUED and req.next_attempt_at is None:
+        return distribution_dict(req, queued_item(ctx, session, req))
+    return describe(ctx, session, req)

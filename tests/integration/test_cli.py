@@ -89,3 +89,11 @@ def test_show_unknown_id_fails(env: dict[str, str]) -> None:
 def test_migrate_command(env: dict[str, str]) -> None:
     result = spdist(env, "migrate")
     assert result.returncode == 0 and "latest migration" in result.stdout
+
+
+def test_bad_configuration_is_one_line_without_the_value(env: dict[str, str]) -> None:
+    env = dict(env, SPDIST_API_KEYS='{"' + USER + '": ["sk-leaky-secret"]}')
+    result = spdist(env, "ls")
+    assert result.returncode == 1 and "SPDIST_API_KEYS" in result.stderr
+    assert "sk-leaky-secret" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,164 @@
+"""The FastAPI app: routers, error mapping, and the body size limit.
+
+`uvicorn api.main:app` (or `spdist api`) serves it; tests build their own with
+`create_app(ctx)`. Only this package turns spdist's errors into HTTP answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.routes import distributions, health, users, webhooks
+from worker import webhooks as webhook_service
+from worker.context import Context
+from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
+
+log = logging.getLogger(__name__)
+MAX_BODY = 16 * 1024
+WEBHOOK_PATH = re.compile(r"(/v1/webhooks/streampixel/)[^\s?\"]*")
+
+
+class RedactWebhookToken(logging.Filter):
+    """The webhook token is a secret in the path: access logs show `***` instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                WEBHOOK_PATH.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def _redact_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactWebhookToken) for f in access.filters):
+        access.addFilter(RedactWebhookToken())
+
+
+def create_app(
+    ctx: Context | None = None, *, announce_webhook: Callable[..., None] | None = None
+) -> FastAPI:
+    """The API; `ctx` defaults to the process's context, resolved on first request."""
+    app = FastAPI(
+        title="spdist",
+        version="0.1.0",
+        description="Paced, durable distribution of builds through Streampixel.",
+    )
+    _redact_access_log()
+    app.state.ctx = ctx
+    app.state.announce_webhook = announce_webhook or webhook_service.announce
+    for router in (distributions.router, users.router, webhooks.router, health.router):
+        app.include_router(router)
+    _add_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    return app
+
+
+def _problem(status: int, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [_field_error(e) for e in exc.errors()]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        detail = f"{first['field']}: {first['message']}"
+        return _problem(422, detail, field=first["field"], errors=errors)
+
+    @app.exception_handler(ValidationError)
+    async def refused(_: Request, exc: ValidationError) -> JSONResponse:
+        field = exc.field or "body"
+        errors = [{"field": field, "message": str(exc)}]
+        return _problem(422, f"{field}: {exc}", field=field, errors=errors)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return _problem(404, str(exc))
+
+    @app.exception_handler(ConflictError)
+    async def conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return _problem(409, str(exc))
+
+    @app.exception_handler(PacerUnavailable)
+    async def unavailable(_: Request, exc: PacerUnavailable) -> JSONResponse:
+        log.warning("answered 503: %s", exc)
+        return _problem(503, "Redis is unavailable; try again shortly")
+
+
+def _field_error(error: Any) -> dict[str, str]:
+    """`body.userId` → `userId`; an unknown field is named, not its parent."""
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    field = ".".join(loc) or "body"
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return {"field": field, "message": message}
+
+
+class BodyLimit:
+    """413 for a body over `limit` bytes: by its Content-Length, or as it arrives."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        if self._declared(scope) > self.limit:
+            await _too_large(scope, receive, send, self.limit)
+            return
+        body, messages = await self._read(receive)
+        if body is None:
+            await _too_large(scope, receive, send, self.limit)
+            return
+        await self.app(scope, _replay(messages, receive), send)
+
+    def _declared(self, scope: Scope) -> int:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return self.limit + 1
+        return 0
+
+    async def _read(self, receive: Receive) -> tuple[bytes | None, list[Message]]:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks), [message]
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return None, []
+            if not message.get("more_body", False):
+                joined = b"".join(chunks)
+                return joined, [{"type": "http.request", "body": joined, "more_body": False}]
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    response = JSONResponse({"detail": f"request body is over {limit} bytes"}, status_code=413)
+    await response(scope, receive, send)
+
+
+app = create_app()

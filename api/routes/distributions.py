@@ -1,0 +1,106 @@
+"""`/v1/distributions`: enqueue, read, list, cancel and retry."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from api.deps import AuthDep, CtxDep, SessionDep
+from api.schemas import Distribution, DistributionIn, DistributionPage, Hex24, Problem
+from worker import distributions, views
+from worker.context import Context
+from worker.models import State
+
+router = APIRouter(prefix="/v1/distributions", tags=["distributions"], dependencies=[AuthDep])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No valid bearer token."},
+    422: {"model": Problem, "description": "Invalid input; `field` names it."},
+}
+IdempotencyKey = Annotated[
+    str | None,
+    Header(min_length=1, max_length=255, description="Repeat it to get the first answer back."),
+]
+
+
+def _describe(ctx: Context, request_id: str) -> dict[str, Any]:
+    with ctx.sessions() as session:
+        return views.describe_one(ctx, session, distributions.get(session, request_id))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Distribution,
+    responses={
+        200: {"model": Distribution, "description": "The earlier request of this key."},
+        409: {"model": Problem, "description": "The key was used with another body."},
+        **ERRORS,
+    },
+)
+def create(
+    body: DistributionIn, ctx: CtxDep, response: Response, idempotency_key: IdempotencyKey = None
+) -> dict[str, Any]:
+    """Store the request and put it in its user's lane (202); SQL holds it if Redis is down."""
+    new = distributions.validate(
+        ctx, body.userId, body.projectId, body.uploadId, body.priority, body.coalesce
+    )
+    if idempotency_key is None:
+        req = distributions.enqueue(ctx, new)
+    else:
+        digest = distributions.body_hash(new)
+        req, earlier = distributions.enqueue_once(ctx, new, idempotency_key, digest)
+        if earlier:
+            response.status_code = status.HTTP_200_OK
+    return _describe(ctx, req.id)
+
+
+@router.get("", response_model=DistributionPage, responses=ERRORS)
+def list_(
+    session: SessionDep,
+    userId: Hex24 | None = None,
+    projectId: Hex24 | None = None,
+    state: State | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Distributions, newest first; pass `nextCursor` back as `cursor` for the next page."""
+    rows, next_cursor = views.list_distributions(
+        session,
+        user_id=userId.lower() if userId else None,
+        project_id=projectId.lower() if projectId else None,
+        state=state.value if state else None,
+        limit=limit,
+        cursor=cursor,
+    )
+    items = [views.distribution_dict(r, attempts=False) for r in rows]
+    return {"items": items, "nextCursor": next_cursor}
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, **ERRORS}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": Problem}, **NOT_FOUND}
+
+
+@router.get("/{request_id}", response_model=Distribution, responses=NOT_FOUND)
+def read(request_id: str, ctx: CtxDep) -> dict[str, Any]:
+    """One distribution with its attempts."""
+    return _describe(ctx, request_id)
+
+
+@router.post("/{request_id}/cancel", response_model=Distribution, responses=CONFLICT)
+def cancel(request_id: str, ctx: CtxDep) -> dict[str, Any]:
+    """Cancel a waiting request; 409 once it is no longer waiting."""
+    distributions.cancel(ctx, request_id)
+    return _describe(ctx, request_id)
+
+
+@router.post(
+    "/{request_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Distribution,
+    responses=CONFLICT,
+)
+def retry(request_id: str, ctx: CtxDep) -> dict[str, Any]:
+    """Put a failed or dead request back in line; 409 for any other state."""
+    distributions.retry(ctx, request_id)
+    return _describe(ctx, request_id)

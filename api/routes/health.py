@@ -1,0 +1,57 @@
+"""`/healthz`, `/readyz` and `/metrics`: no token; they say nothing secret."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from api.deps import CtxDep
+from api.schemas import Health
+
+router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+def readyz(ctx: CtxDep) -> JSONResponse:
+    """The database and Redis both answer; 503 names the one that does not."""
+    checks = {"database": _check(lambda: _ping_db(ctx)), "redis": _check(ctx.pacer.redis.ping)}
+    ok = all(v == "ok" for v in checks.values())
+    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+def _ping_db(ctx: CtxDep) -> None:
+    with ctx.sessions() as session:
+        session.execute(text("SELECT 1"))
+
+
+def _check(probe: object) -> str:
+    try:
+        probe()  # type: ignore[operator]
+    except Exception as exc:  # any failure means "not ready"; the log says why
+        log.warning("readiness check failed: %s", type(exc).__name__)
+        return "unavailable"
+    return "ok"
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+def metrics(ctx: CtxDep) -> Response:
+    """Prometheus text, computed from SQL (and the pacer) at scrape time."""
+    from api.metrics import registry_for
+
+    return Response(generate_latest(registry_for(ctx)), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,49 @@
+"""`/v1/webhooks/streampixel/{token}`: store the event, answer 204, act in the worker."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Path, Request, Response
+
+from api.deps import CtxDep
+from api.schemas import Problem, WebhookIn
+from worker import webhooks
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+Token = Annotated[str, Path(max_length=512, description="SPDIST_WEBHOOK_TOKEN.")]
+
+
+def check_token(token: Token, ctx: CtxDep) -> None:
+    """404 unless the path carries SPDIST_WEBHOOK_TOKEN (unset: always 404)."""
+    expected = ctx.settings.webhook_token
+    secret = expected.get_secret_value() if expected is not None else ""
+    if not secret or not hmac.compare_digest(token.encode(), secret.encode()):
+        raise HTTPException(404, "Not Found")
+
+
+@router.post(
+    "/streampixel/{token}",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Depends(check_token)],
+    responses={
+        404: {"model": Problem, "description": "Wrong token, or webhooks are off."},
+        422: {"model": Problem, "description": "Not a Streampixel webhook payload."},
+    },
+)
+def streampixel(
+    token: Token, body: WebhookIn, ctx: CtxDep, request: Request, background: BackgroundTasks
+) -> Response:
+    """Streampixel gives us 10 s and never retries: store first, answer, act later.
+
+    A repeated (uploadId, event) is stored once and acted on once.
+    """
+    payload: dict[str, Any] = body.model_dump(mode="json", exclude_unset=True)
+    event_id = webhooks.store(ctx, payload)
+    if event_id is not None:
+        announce = request.app.state.announce_webhook
+        background.add_task(announce, event_id, body.event, body.uploadId, body.projectId)
+    return Response(status_code=204)
+

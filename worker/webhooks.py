@@ -1,0 +1,227 @@
+"""Streampixel webhooks: store the raw event first, act on it later, once.
+
+    store (API, before answering 204)  ->  announce (a `spdist.webhook` task)
+    ->  process (worker): act, then mark processed
+
+Every action is a conditional update, and auto-distribution enqueues under an
+idempotency key of its own, so processing an event twice (the task and the reconciler's
+`process_pending_webhooks` racing) changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from worker import distributions
+from worker.context import Context
+from worker.errors import ConflictError, PacerUnavailable, ValidationError
+from worker.models import WAITING, DistributionRequest, State, WebhookEvent, utcnow
+
+log = logging.getLogger(__name__)
+ACTIVE = (*WAITING, State.DISPATCHING, State.SUCCEEDED, State.CONFIRMED)
+
+
+def store(ctx: Context, payload: dict[str, Any]) -> int | None:
+    """Insert the raw event; its id, or None when (uploadId, event) was stored before."""
+    event = str(payload["event"])
+    upload_id = _lower(payload.get("uploadId"))
+    row = WebhookEvent(
+        event=event,
+        project_id=_lower(payload.get("projectId")),
+        upload_id=upload_id,
+        status=payload.get("status"),
+        payload=payload,
+        dedupe_key=f"{upload_id}:{event}" if upload_id else None,
+    )
+    try:
+        with ctx.sessions.begin() as session:
+            session.add(row)
+            session.flush()
+            return row.id
+    except IntegrityError:
+        log.info("webhook %s for upload %s already stored", event, upload_id)
+        return None
+
+
+def _lower(value: object) -> str | None:
+    return value.lower() if isinstance(value, str) else None
+
+
+def announce(event_id: int, event: str, upload_id: str | None, project_id: str | None) -> None:
+    """Send the `spdist.webhook` task; if the broker is down the reconciler picks it up."""
+    from worker.celery_app import QUEUE, app
+
+    kwargs = {"event_id": event_id, "event": event, "upload_id": upload_id or "",
+              "project_id": project_id or ""}  # fmt: skip
+    try:
+        app.send_task("spdist.webhook", kwargs=kwargs, queue=QUEUE)
+    except Exception as exc:  # kombu and redis errors alike; SQL holds the event
+        log.warning("webhook event %d stored; processing waits for the broker: %s", event_id, exc)
+
+
+def process(ctx: Context, event_id: int) -> str:
+    """Act on a stored event unless already done; returns what was done."""
+    with ctx.sessions() as session:
+        ev = session.get(WebhookEvent, event_id)
+    if ev is None:
+        return "unknown event"
+    if ev.processed_at is not None:
+        return ev.result or "done"
+    result = ACTIONS.get(ev.event, _ignore)(ctx, ev)
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event_id, WebhookEvent.processed_at.is_(None))
+            .values(processed_at=utcnow(), result=result)
+        )
+    log.info("webhook %s (event %d, upload %s): %s", ev.event, event_id, ev.upload_id, result)
+    return result
+
+
+def process_pending_webhooks(ctx: Context, *, older_than_s: float = 5.0, limit: int = 100) -> int:
+    """Events stored but not acted on (the broker was down): process them now."""
+    horizon = utcnow() - timedelta(seconds=older_than_s)
+    with ctx.sessions() as session:
+        ids = session.scalars(
+            select(WebhookEvent.id)
+            .where(WebhookEvent.processed_at.is_(None), WebhookEvent.received_at <= horizon)
+            .order_by(WebhookEvent.id)
+            .limit(limit)
+        ).all()
+    for event_id in ids:
+        process(ctx, event_id)
+    return len(ids)
+
+
+def _ignore(ctx: Context, ev: WebhookEvent) -> str:
+    return "test event" if ev.event == "webhook.test" else "ignored"
+
+
+def _for_upload(ev: WebhookEvent) -> Any:
+    cond = [DistributionRequest.upload_id == ev.upload_id]
+    if ev.project_id:
+        cond.append(DistributionRequest.project_id == ev.project_id)
+    return cond
+
+
+def _distributing(ctx: Context, ev: WebhookEvent) -> str:
+    """build.distributing: the rollout started; a `succeeded` request is `confirmed`."""
+    if not ev.upload_id:
+        return "ignored: no uploadId"
+    with ctx.sessions.begin() as session:
+        done = session.execute(
+            update(DistributionRequest)
+            .where(*_for_upload(ev), DistributionRequest.state == State.SUCCEEDED)
+            .values(state=State.CONFIRMED, updated_at=utcnow())
+        )
+    return f"confirmed {done.rowcount}"  # type: ignore[attr-defined]
+
+
+def _approved(ctx: Context, ev: WebhookEvent) -> str:
+    """build.approved: the build has its URL; requests waiting on it go at the next slot."""
+    if not ev.upload_id:
+        return "ignored: no uploadId"
+    moved = _bring_forward(ctx, ev)
+    return f"brought forward {moved}; {_auto_distribute(ctx, ev)}"
+
+
+def _bring_forward(ctx: Context, ev: WebhookEvent) -> int:
+    waiting_on_url = (
+        DistributionRequest.state == State.RETRYING,
+        DistributionRequest.processing_since.is_not(None),
+    )
+    with ctx.sessions.begin() as session:
+        rows = session.scalars(
+            select(DistributionRequest).where(*_for_upload(ev), *waiting_on_url)
+        ).all()
+        moved = [r for r in rows if session.execute(
+            update(DistributionRequest)
+            .where(DistributionRequest.id == r.id, *waiting_on_url)
+            .values(next_attempt_at=utcnow(), updated_at=utcnow())
+        ).rowcount == 1]  # fmt: skip
+    for req in moved:
+        _requeue(ctx, req)
+    return len(moved)
+
+
+def _requeue(ctx: Context, req: DistributionRequest) -> None:
+    try:
+        ctx.pacer.add(req.user_id, [(distributions.member(req), distributions.score(req))])
+        distributions.kick(ctx, req.user_id)
+    except PacerUnavailable as exc:  # next_attempt_at is now: the reconciler requeues it
+        log.warning("request %s brought forward; its lane waits for Redis: %s", req.id, exc)
+
+
+def _auto_distribute(ctx: Context, ev: WebhookEvent) -> str:
+    """SPDIST_AUTO_DISTRIBUTE: enqueue an approved build unless a request for it exists."""
+    user_id = ctx.settings.auto_distribute.get(ev.project_id or "")
+    if user_id is None:
+        return "no auto-distribution"
+    with ctx.sessions() as session:
+        existing = session.scalars(
+            select(DistributionRequest.id)
+            .where(*_for_upload(ev), DistributionRequest.state.in_(ACTIVE))
+            .limit(1)
+        ).first()
+    if existing is not None:
+        return f"auto-distribution not needed ({existing} exists)"
+    try:
+        new = distributions.validate(ctx, user_id, ev.project_id or "", ev.upload_id or "")
+        key = f"webhook:{ev.dedupe_key or ev.id}"
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        req, _ = distributions.enqueue_once(ctx, new, key, digest)
+    except (ValidationError, ConflictError) as exc:
+        log.error("auto-distribution of upload %s refused: %s", ev.upload_id, exc)
+        return f"auto-distribution refused: {exc}"
+    return f"auto-distributed as {req.id}"
+
+
+def _rejected(ctx: Context, ev: WebhookEvent) -> str:
+    """build.rejected: nothing more will come for this build; its waiting requests fail."""
+    if not ev.upload_id:
+        return "ignored: no uploadId"
+    objection = (ev.payload or {}).get("objection") or "no objection given"
+    message = f"build rejected by Streampixel: {objection}"[:500]
+    with ctx.sessions.begin() as session:
+        rows = session.scalars(
+            select(DistributionRequest).where(
+                *_for_upload(ev), DistributionRequest.state.in_(WAITING)
+            )
+        ).all()
+        failed = [r for r in rows if _fail(session, r, message)]
+    for req in failed:
+        _drop(ctx, req)
+    return f"failed {len(failed)}"
+
+
+def _fail(session: Any, req: DistributionRequest, message: str) -> bool:
+    done = session.execute(
+        update(DistributionRequest)
+        .where(DistributionRequest.id == req.id, DistributionRequest.state.in_(WAITING))
+        .values(
+            state=State.FAILED, last_message=message, next_attempt_at=None, updated_at=utcnow()
+        )  # fmt: skip
+    )
+    return bool(done.rowcount == 1)
+
+
+def _drop(ctx: Context, req: DistributionRequest) -> None:
+    try:
+        ctx.pacer.remove(req.user_id, distributions.member(req))
+        distributions.kick(ctx, req.user_id)
+    except PacerUnavailable as exc:  # a stale lane entry is dropped when it reaches the head
+        log.warning("request %s failed; lane clean-up waits for Redis: %s", req.id, exc)
+
+
+ACTIONS: dict[str, Callable[[Context, WebhookEvent], str]] = {
+    "build.distributing": _distributing,
+    "build.approved": _approved,
+    "build.rejected": _rejected,
+}
