@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -70,19 +71,15 @@ class Proc:
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Signal the process and all its children."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL what is left; close the log."""
         if self.popen.poll() is None:
             self.kill_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill_group(signal.SIGKILL)
         self.popen.wait(5)
         self._log.close()
@@ -115,8 +112,9 @@ def start_fake(log_dir: Path, interval_s: float = 1.0, **extra: str) -> tuple[Pr
 
 def start_worker(name: str, env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Proc:
     """`spdist worker` with a distinct node name."""
+    quiet = ["--without-heartbeat", "--without-mingle", "--without-gossip"]
     argv = [PY, "-m", "worker.cli", "worker", "--concurrency", str(concurrency), "--",
-            "-n", f"{name}@%h", "--without-heartbeat", "--without-mingle", "--without-gossip"]  # fmt: skip
+            "-n", f"{name}@%h", *quiet]  # fmt: skip
     proc = Proc(name, argv, env, log_dir)
     wait_for(lambda: "ready." in proc.log() or proc.popen.poll() is not None, 30, f"{name} ready")
     assert proc.popen.poll() is None, proc.log()

@@ -78,13 +78,14 @@ class Stack:
 
 def context_for(env: dict[str, str]) -> Context:
     """A Context built from a process environment, for enqueuing from the test."""
-    from worker.context import make_pacer, make_redis
-    from worker.celery_app import app, publish_dispatch
-    from worker.db import make_engine
-    from worker.settings import KeyRing, Settings
+    import json
+
     from sqlalchemy.orm import sessionmaker
 
-    import json
+    from worker.celery_app import app, publish_dispatch
+    from worker.context import make_pacer, make_redis
+    from worker.db import make_engine
+    from worker.settings import KeyRing, Settings
 
     settings = Settings(
         database_url=env["SPDIST_DATABASE_URL"],

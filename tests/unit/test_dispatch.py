@@ -11,6 +11,7 @@ import fakeredis
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from worker import distributions, keys, reconcile
 from worker.context import Context, make_pacer
@@ -20,7 +21,6 @@ from worker.models import DistributionAttempt, DistributionRequest
 from worker.pacer import Wake, parse_member
 from worker.settings import KeyRing, Settings
 from worker.streampixel import StreampixelClient
-from sqlalchemy.orm import sessionmaker
 
 USER = "1" * 24
 PROJECT, PROJECT2 = "a" * 24, "b" * 24
@@ -178,7 +178,7 @@ def test_answers_move_the_request(
 def test_rate_limited_keeps_the_head_and_uses_no_attempt(make: Callable[..., Harness]) -> None:
     answers = iter([429, 200])
     h = make(lambda _: httpx.Response(next(answers), json={"message": "x"}))
-    first, second = h.enqueue(), h.enqueue(project=PROJECT2)
+    first, _ = h.enqueue(), h.enqueue(project=PROJECT2)
     h.run_messages(limit=1)
     assert h.ctx.pacer.members(USER)[0].split(":")[1] == first
     assert h.request(first).failures == 0
