@@ -30,7 +30,8 @@ from worker.models import (
     State,
     utcnow,
 )
-from worker.pacer import US, Reply
+from worker.outcomes import from_us
+from worker.pacer import US, Reply, parse_member
 from worker.streampixel import Triggered
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,15 @@ class Ticket:
     slot_mono: float
 
 
-def dispatch(ctx: Context, request_id: str, *, due_us: int | None = None) -> str:
+def dispatch(
+    ctx: Context, request_id: str, *, due_us: int | None = None, user_id: str = ""
+) -> str:
     """Try to make the call for this request; returns a word saying what happened."""
     req = _load(ctx, request_id)
     if req is None:
         log.warning("dispatch message for unknown request %s dropped", request_id)
+        if user_id:
+            _drop_ghost(ctx, user_id, request_id)
         return "unknown"
     if not _dispatchable(ctx, req):
         if req.state not in WAITING:
@@ -97,6 +102,15 @@ def _dispatch_reserved(ctx: Context, req: DistributionRequest, ticket: Ticket) -
     return plan.outcome if recorded else "lease-lost"
 
 
+def _drop_ghost(ctx: Context, user_id: str, request_id: str) -> None:
+    """A lane entry whose request is gone from SQL (deleted) must not block its lane."""
+    ghosts = [m for m in ctx.pacer.members(user_id) if parse_member(m)[1] == request_id]
+    for m in ghosts:
+        ctx.pacer.remove(user_id, m)
+    if ghosts:
+        kick(ctx, user_id)
+
+
 def _load(ctx: Context, request_id: str) -> DistributionRequest | None:
     with ctx.sessions() as session:
         return session.get(DistributionRequest, request_id)
@@ -107,7 +121,8 @@ def _dispatchable(ctx: Context, req: DistributionRequest) -> bool:
         return True
     if req.state != State.RETRYING:
         return False
-    horizon = utcnow() + timedelta(
+    # The Redis clock, not this machine's: next_attempt_at was set on it too.
+    horizon = from_us(ctx.pacer.now_us()) + timedelta(
         seconds=ctx.settings.pacer_lead_s + ctx.settings.pacer_max_late_s
     )
     return req.next_attempt_at is None or req.next_attempt_at <= horizon
@@ -151,7 +166,7 @@ def _restore_lane(ctx: Context, user_id: str) -> None:
                 DistributionRequest.state.in_(WAITING),
             )
         ).all()
-    horizon = utcnow()
+    horizon = from_us(ctx.pacer.now_us())
     due = [r for r in rows if r.next_attempt_at is None or r.next_attempt_at <= horizon]
     ctx.pacer.add(user_id, [(member(r), score(r)) for r in due])
 
@@ -174,6 +189,9 @@ def _claim(ctx: Context, req: DistributionRequest, slot_us: int) -> int | None:
     s = ctx.settings
     number = req.attempt_count + 1
     now = utcnow()
+    # The lease runs on the Redis clock (the slot's), which every reconciler reads too:
+    # a worker whose own clock is off must not write a lease that is already expired.
+    lease_expires_at = from_us(slot_us) + timedelta(seconds=s.lease_s)
     with ctx.sessions.begin() as session:
         done = session.execute(
             update(DistributionRequest)
@@ -185,7 +203,7 @@ def _claim(ctx: Context, req: DistributionRequest, slot_us: int) -> int | None:
             .values(
                 state=State.DISPATCHING,
                 attempt_count=number,
-                lease_expires_at=now + timedelta(seconds=s.lease_s),
+                lease_expires_at=lease_expires_at,
                 dispatched_at=now,
                 updated_at=now,
             )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from worker.context import Context
 from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
 from worker.models import WAITING, DistributionRequest, State, new_id, utcnow
-from worker.pacer import lane_member
+from worker.pacer import Placed, lane_member
 
 log = logging.getLogger(__name__)
 HEX24 = re.compile(r"^[0-9a-fA-F]{24}$")
@@ -74,6 +74,21 @@ def enqueue(
     request_hash: str | None = None,
 ) -> DistributionRequest:
     """Store the request (superseding a queued one of the same project), then publish it."""
+    return enqueue_placed(ctx, new, idempotency_key=idempotency_key, request_hash=request_hash)[0]
+
+
+def enqueue_placed(
+    ctx: Context,
+    new: NewDistribution,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[DistributionRequest, Placed | None]:
+    """`enqueue`, also giving its place in the lane (None while Redis is unreachable).
+
+    One transaction in SQL, one round trip to Redis (plus the message when the lane is
+    idle). published_at stays empty: the reconciler marks rows it finds in their lane.
+    """
     with ctx.sessions.begin() as session:
         req = DistributionRequest(
             id=new_id(),
@@ -87,57 +102,58 @@ def enqueue(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
-        old = _supersede(session, req) if new.coalesce else None
+        replaced = _supersede(session, req) if new.coalesce else None
         session.add(req)
-    publish(ctx, req, replaces=old)
-    return req
+    return req, publish(ctx, req, replaces=replaced)
 
 
-def _supersede(session: Session, req: DistributionRequest) -> DistributionRequest | None:
-    """Mark the project's queued request superseded by `req`; `req` takes its place."""
-    while True:
-        old = session.scalars(
-            select(DistributionRequest)
-            .where(
-                DistributionRequest.project_id == req.project_id,
-                DistributionRequest.user_id == req.user_id,
-                DistributionRequest.state == State.QUEUED,
-            )
-            .order_by(DistributionRequest.seq)
-            .limit(1)
-        ).first()
-        if old is None:
-            return None
-        done = session.execute(
-            update(DistributionRequest)
-            .where(DistributionRequest.id == old.id, DistributionRequest.state == State.QUEUED)
-            .values(state=State.SUPERSEDED, superseded_by=req.id, updated_at=utcnow())
-        )
-        if done.rowcount == 1:  # type: ignore[attr-defined]
-            req.seq = old.seq
-            return old
+def _supersede(session: Session, req: DistributionRequest) -> str | None:
+    """Mark the project's oldest queued request superseded by `req`, which takes its place;
+    one UPDATE … RETURNING. Returns the replaced request's lane entry."""
+    r = DistributionRequest
+    oldest = (
+        select(r.id)
+        .where(r.project_id == req.project_id, r.user_id == req.user_id, r.state == State.QUEUED)
+        .order_by(r.seq)
+        .limit(1)
+        .scalar_subquery()
+    )
+    old = session.execute(
+        update(r)
+        .where(r.id == oldest, r.state == State.QUEUED)
+        .values(state=State.SUPERSEDED, superseded_by=req.id, updated_at=utcnow())
+        .returning(r.id, r.seq, r.project_id, r.upload_id)
+    ).first()
+    if old is None:
+        return None
+    req.seq = old.seq
+    return lane_member(old.seq, old.id, old.project_id, old.upload_id)
 
 
-def publish(
-    ctx: Context, req: DistributionRequest, replaces: DistributionRequest | None = None
-) -> bool:
-    """Put the request in its lane and wake the lane; False leaves it to the outbox."""
+def publish(ctx: Context, req: DistributionRequest, replaces: str | None = None) -> Placed | None:
+    """Put the request in its lane (instead of `replaces`) and wake the lane.
+
+    None when Redis is unreachable: the request waits in SQL for the reconciler (outbox).
+    """
     try:
-        if replaces is not None:
-            ctx.pacer.replace(req.user_id, member(replaces), member(req), score(req))
-        else:
-            ctx.pacer.add(req.user_id, [(member(req), score(req))])
-        kick(ctx, req.user_id)
+        placed = ctx.pacer.enqueue(req.user_id, member(req), score(req), replaces)
+        if placed.wake is not None:
+            ctx.publish(req.user_id, placed.wake)
     except PacerUnavailable as exc:
         log.warning("request %s stored; publishing waits for Redis: %s", req.id, exc)
-        return False
-    with ctx.sessions.begin() as session:
-        session.execute(
-            update(DistributionRequest)
-            .where(DistributionRequest.id == req.id)
-            .values(published_at=utcnow())
-        )
-    return True
+        return None
+    return placed
+
+
+def mark_published(ctx: Context, request_ids: list[str]) -> None:
+    """Record that these requests are in their lanes (the outbox is done with them)."""
+    if request_ids:
+        with ctx.sessions.begin() as session:
+            session.execute(
+                update(DistributionRequest)
+                .where(DistributionRequest.id.in_(request_ids))
+                .values(published_at=utcnow())
+            )
 
 
 def kick(ctx: Context, user_id: str, *, force: bool = False) -> None:
@@ -222,13 +238,14 @@ def enqueue_message(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     try:
         if unknown:
             raise ValidationError(f"unknown field {unknown[0]}", field=unknown[0])
-        new = validate(ctx, body.get("userId"), body.get("projectId"), body.get("uploadId"),
-                       body.get("priority", 0), body.get("coalesce", True))  # type: ignore[arg-type]  # fmt: skip
+        new = validate(ctx, body.get("userId", ""), body.get("projectId", ""),
+                       body.get("uploadId", ""), body.get("priority", 0),
+                       body.get("coalesce", True))  # fmt: skip
         key = body.get("idempotencyKey")
         if key is None:
             req = enqueue(ctx, new)
         else:
-            req, _ = enqueue_once(ctx, new, str(key), body_hash(new))
+            req, _, _ = enqueue_once(ctx, new, str(key), body_hash(new))
     except (ValidationError, ConflictError) as exc:
         log.error("spdist.enqueue refused %s: %s", _ids(body), exc)
         return {"error": str(exc), "field": getattr(exc, "field", None)}
@@ -249,8 +266,9 @@ def find_by_key(session: Session, idempotency_key: str) -> DistributionRequest |
 
 def enqueue_once(
     ctx: Context, new: NewDistribution, idempotency_key: str, request_hash: str
-) -> tuple[DistributionRequest, bool]:
-    """Enqueue unless the key was used: (request, True when it is the earlier one).
+) -> tuple[DistributionRequest, bool, Placed | None]:
+    """Enqueue unless the key was used: (request, True when it is the earlier one, its
+    place in the lane when it is new and Redis took it).
 
     ConflictError when the key was used for another body. The unique index settles a race
     between two processes: the loser reads the winner's row.
@@ -261,10 +279,12 @@ def enqueue_once(
         if earlier is not None:
             if earlier.request_hash != request_hash:
                 raise ConflictError("this Idempotency-Key was used with another request body")
-            return earlier, True
+            return earlier, True, None
         try:
-            return enqueue(ctx, new, idempotency_key=idempotency_key,
-                           request_hash=request_hash), False  # fmt: skip
+            req, placed = enqueue_placed(
+                ctx, new, idempotency_key=idempotency_key, request_hash=request_hash
+            )
+            return req, False, placed
         except IntegrityError:
             log.info("Idempotency-Key %r taken by a concurrent request", idempotency_key)
     raise ConflictError("this Idempotency-Key is being used concurrently; try again")

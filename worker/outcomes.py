@@ -41,6 +41,7 @@ def plan(
 ) -> Plan:
     """Decide what happens after `result`, a call fired at `fired_us` (Redis clock)."""
     gap_us = int((settings.min_interval_s + settings.guard_s) * US)
+    now = from_us(fired_us)  # the Redis clock: this machine's may be off
     base: dict[str, Any] = {"outcome": str(result.outcome), "http_status": result.http_status,
             "message": result.message, "lane_free_us": fired_us + gap_us}  # fmt: skip
     if isinstance(result, Triggered):
@@ -48,9 +49,9 @@ def plan(
     if isinstance(result, RateLimited):
         return _rate_limited(settings, result, fired_us, base)
     if isinstance(result, StillProcessing):
-        return Plan(**base, request_values=_processing(settings, req, result.message))
+        return Plan(**base, request_values=_processing(settings, req, result.message, now))
     if isinstance(result, RetryableError):
-        return Plan(**base, request_values=transient(settings, req.failures, result.message))
+        return Plan(**base, request_values=transient(settings, req.failures, result.message, now))
     assert isinstance(result, PermanentError)
     return Plan(**base, request_values=_to(State.FAILED, result.message))
 
@@ -70,9 +71,10 @@ def _rate_limited(
     return Plan(**base, requeue_at_head=True, request_values=values)
 
 
-def _processing(settings: Settings, req: DistributionRequest, message: str) -> dict[str, Any]:
+def _processing(
+    settings: Settings, req: DistributionRequest, message: str, now: datetime
+) -> dict[str, Any]:
     """ "No URL yet": 30 s doubling to 10 min, for up to two hours from the first such answer."""
-    now = utcnow()
     since = req.processing_since or now
     if (now - since).total_seconds() >= settings.processing_window_s:
         hours = settings.processing_window_s / 3600
@@ -87,8 +89,12 @@ def _processing(settings: Settings, req: DistributionRequest, message: str) -> d
     )
 
 
-def transient(settings: Settings, failures: int, message: str) -> dict[str, Any]:
-    """5xx, timeouts, network errors, unknown outcomes: backoff with jitter, then `dead`."""
+def transient(
+    settings: Settings, failures: int, message: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """5xx, timeouts, network errors, unknown outcomes: backoff with jitter, then `dead`.
+
+    `now` should come from the Redis clock that every process shares."""
     failures += 1
     if failures >= settings.max_attempts:
         return _to(State.DEAD, f"{message} (gave up after {failures} attempts)", failures=failures)
@@ -98,7 +104,7 @@ def transient(settings: Settings, failures: int, message: str) -> dict[str, Any]
     return _to(
         State.RETRYING,
         message,
-        next_attempt_at=utcnow() + timedelta(seconds=delay),
+        next_attempt_at=(now or utcnow()) + timedelta(seconds=delay),
         failures=failures,
     )
 

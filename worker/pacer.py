@@ -14,7 +14,7 @@ Any Redis error surfaces as PacerUnavailable: the caller makes no call (fail clo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
@@ -60,6 +60,17 @@ class Wake:
     def delay_s(self) -> float:
         """Seconds from now until the message is due."""
         return max(0.0, (self.due_us - self.now_us) / US)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """After an enqueue: the message to send (if any), the new entry's 0-based rank, and
+    the lane's next free slot (0 when unknown), on the Redis clock at `now_us`."""
+
+    wake: Wake | None
+    rank: int
+    next_free_us: int
+    now_us: int
 
 
 def _load(name: str) -> str:
@@ -137,13 +148,48 @@ class Pacer:
 
     def wake(self, user_id: str, *, force: bool = False) -> Wake | None:
         """The head that needs a dispatch message now, marking it as sent; None if none."""
+        return self._wake_run(user_id, force=force).wake
+
+    def enqueue(
+        self, user_id: str, member: str, score: int, replaces: str | None = None
+    ) -> Placed:
+        """Put a new request in its lane (instead of `replaces`) and wake the lane: one trip."""
+        return self._wake_run(user_id, add=(member, score), replaces=replaces)
+
+    def _wake_run(
+        self,
+        user_id: str,
+        *,
+        force: bool = False,
+        add: tuple[str, int] | None = None,
+        replaces: str | None = None,
+    ) -> Placed:
+        member, score = add or ("", 0)
         raw = self._run(
             self._wake, user_id, self.lead_us, self.max_countdown_us,
-            self.wake_grace_ms, "1" if force else "0",
+            self.wake_grace_ms, "1" if force else "0", member, score, replaces or "",
         )  # fmt: skip
-        if not raw:
-            return None
-        return Wake(_text(raw[0]), int(raw[1]), int(raw[2]))
+        head, due, now = _text(raw[0]), int(raw[1]), int(raw[2])
+        wake = Wake(head, due, now) if head else None
+        return Placed(wake, int(raw[3]), int(raw[4]), now)
+
+    def idle_lanes(self, user_ids: Sequence[str]) -> list[tuple[str, bool]]:
+        """Of these lanes, those without a wake marker, as (user_id, queue is empty);
+        one pipelined round trip."""
+
+        def go() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for user_id in user_ids:
+                pipe.exists(keys.lane_wake(user_id))
+                pipe.exists(keys.lane_queue(user_id))
+            return list(pipe.execute())
+
+        flags = self._call(go)
+        return [
+            (user_id, not flags[2 * i + 1])
+            for i, user_id in enumerate(user_ids)
+            if not flags[2 * i]
+        ]
 
     def add(self, user_id: str, entries: Iterable[tuple[str, int]]) -> None:
         """Put requests in their lane (no-op for those already there)."""

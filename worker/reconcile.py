@@ -1,45 +1,63 @@
 """The reconciler: finds work SQL says is due but no live message carries, and sends it.
 
-Run by `spdist beat` every SPDIST_RECONCILE_EVERY_S. Each step reads through an index
-and touches only due rows; every write is conditional, so two schedulers started by
-mistake cost duplicate messages, never a duplicate call (the pacer and the claim see
-to that).
+Run by `spdist beat` every SPDIST_RECONCILE_EVERY_S (the pass itself runs on a worker).
+It closes the holes of Celery on Redis from the system of record:
+
+    expire_leases    a claim whose worker died or hung: its attempt becomes `unknown`
+    publish_outbox   requests stored while Redis was unreachable
+    requeue_due      `retrying` requests past their next_attempt_at go back in line
+    wake_lanes       lanes with a waiting head but no dispatch message in flight
+                     (message lost, its worker killed, Redis flushed or restarted)
+
+Every step reads through an index and touches only due rows; lanes are checked in one
+pipelined round trip and only those without a wake marker run a script. Every write is
+conditional, so two schedulers started by mistake cost duplicate messages, never a
+duplicate call (the pacer's holder and the claim's fencing see to that). Times are read
+on the Redis clock, the one the pacer and the leases use, so a worker whose own clock is
+off never expires a live lease nor requeues early.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker import outcomes
 from worker.context import Context
-from worker.distributions import kick, member, publish, score
+from worker.distributions import kick, mark_published, member, publish, score
 from worker.errors import Outcome, PacerUnavailable
 from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
 
 log = logging.getLogger(__name__)
 BATCH = 1000
+T = TypeVar("T")
 
 
 def reconcile(ctx: Context) -> dict[str, int]:
     """One pass; returns counts of what it did."""
     counts: Counter[str] = Counter()
-    counts["leases_expired"] = expire_leases(ctx)
     try:
+        now = outcomes.from_us(ctx.pacer.now_us())
+        counts["leases_expired"] = expire_leases(ctx, now)
         counts["published"] = publish_outbox(ctx)
-        counts["requeued"] = requeue_due(ctx)
+        counts["requeued"] = requeue_due(ctx, now)
         counts["lanes_woken"] = wake_lanes(ctx)
     except PacerUnavailable as exc:
         log.warning("reconciler paused: %s", exc)
         counts["redis_errors"] += 1
+    counts["webhooks"] = _pending_webhooks(ctx)
     return dict(counts)
 
 
-def expire_leases(ctx: Context) -> int:
+def expire_leases(ctx: Context, now: datetime | None = None) -> int:
     """A claim whose lease ran out: its attempt becomes `unknown`, the request retries."""
-    now = utcnow()
+    now = now or utcnow()
     with ctx.sessions() as session:
         rows = session.scalars(
             select(DistributionRequest)
@@ -49,12 +67,12 @@ def expire_leases(ctx: Context) -> int:
             )
             .limit(BATCH)
         ).all()
-    return sum(_expire(ctx, req) for req in rows)
+    return sum(_expire(ctx, req, now) for req in rows)
 
 
-def _expire(ctx: Context, req: DistributionRequest) -> int:
+def _expire(ctx: Context, req: DistributionRequest, now: datetime) -> int:
     message = "the worker died or lost its lease after sending; outcome never read"
-    values = outcomes.transient(ctx.settings, req.failures, message)
+    values = outcomes.transient(ctx.settings, req.failures, message, now)
     with ctx.sessions.begin() as session:
         done = session.execute(
             update(DistributionRequest)
@@ -81,7 +99,12 @@ def _expire(ctx: Context, req: DistributionRequest) -> int:
 
 
 def publish_outbox(ctx: Context) -> int:
-    """Requests stored while Redis was unreachable."""
+    """Queued requests not yet marked published: put (back) in their lanes, then marked.
+
+    Enqueue leaves published_at empty to keep its own path short; re-adding a request that
+    is already in its lane changes nothing, so this also covers requests stored while Redis
+    was unreachable and those whose enqueuing process died before reaching Redis.
+    """
     with ctx.sessions() as session:
         rows = session.scalars(
             select(DistributionRequest)
@@ -92,12 +115,14 @@ def publish_outbox(ctx: Context) -> int:
             .order_by(DistributionRequest.seq)
             .limit(BATCH)
         ).all()
-    return sum(publish(ctx, req) for req in rows)
+    done = [req.id for req in rows if publish(ctx, req) is not None]
+    mark_published(ctx, done)
+    return len(done)
 
 
-def requeue_due(ctx: Context) -> int:
+def requeue_due(ctx: Context, now: datetime | None = None) -> int:
     """`retrying` requests past their next_attempt_at go back in line."""
-    now = utcnow()
+    now = now or utcnow()
     with ctx.sessions() as session:
         rows = session.scalars(
             select(DistributionRequest)
@@ -109,36 +134,68 @@ def requeue_due(ctx: Context) -> int:
         ).all()
     for req in rows:
         ctx.pacer.add(req.user_id, [(member(req), score(req))])
-        kick(ctx, req.user_id)
+    for user_id in {req.user_id for req in rows}:
+        kick(ctx, user_id)
     return len(rows)
 
 
 def wake_lanes(ctx: Context) -> int:
     """Lanes with waiting work and no dispatch message in flight (lost, expired, flushed)."""
+    woken = 0
+    for users in _chunks(_lanes_with_work(ctx), BATCH):
+        idle = ctx.pacer.idle_lanes(users)
+        _refill(ctx, [user_id for user_id, empty in idle if empty])
+        for user_id, _ in idle:
+            wake = ctx.pacer.wake(user_id)
+            if wake is not None:
+                ctx.publish(user_id, wake)
+                woken += 1
+    return woken
+
+
+def _lanes_with_work(ctx: Context) -> Sequence[str]:
+    """Users with a queued request: an index-only read of ix_requests_state_user, waiting rows only."""
     with ctx.sessions() as session:
-        users = session.scalars(
+        return session.scalars(
             select(DistributionRequest.user_id)
             .where(DistributionRequest.state == State.QUEUED)
             .distinct()
         ).all()
-    woken = 0
-    for user_id in users:
-        if not ctx.pacer.members(user_id):
-            _refill(ctx, user_id)
-        wake = ctx.pacer.wake(user_id)
-        if wake is not None:
-            ctx.publish(user_id, wake)
-            woken += 1
-    return woken
 
 
-def _refill(ctx: Context, user_id: str) -> None:
+def _refill(ctx: Context, user_ids: Sequence[str]) -> None:
+    """Lanes that Redis lost (restarted empty, flushed): put their waiting requests back."""
+    if not user_ids:
+        return
     with ctx.sessions() as session:
         rows = session.scalars(
             select(DistributionRequest).where(
-                DistributionRequest.user_id == user_id,
+                DistributionRequest.user_id.in_(user_ids),
                 DistributionRequest.state.in_(WAITING),
                 DistributionRequest.next_attempt_at.is_(None),
             )
         ).all()
-    ctx.pacer.add(user_id, [(member(r), score(r)) for r in rows])
+    by_user: dict[str, list[tuple[str, int]]] = {}
+    for r in rows:
+        by_user.setdefault(r.user_id, []).append((member(r), score(r)))
+    for user_id, entries in by_user.items():
+        ctx.pacer.add(user_id, entries)
+
+
+def _pending_webhooks(ctx: Context) -> int:
+    """Webhook events stored but not acted on (their message was lost)."""
+    from worker import webhooks
+
+    process = getattr(webhooks, "process_pending_webhooks", None)
+    if process is None:
+        return 0
+    try:
+        return int(process(ctx))
+    except (SQLAlchemyError, PacerUnavailable) as exc:
+        log.warning("pending webhooks not processed: %s", exc)
+        return 0
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

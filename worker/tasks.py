@@ -27,7 +27,7 @@ def dispatch(
 ) -> str:
     """Dispatch `request_id` when its lane's slot comes; user/project/upload are for Flower."""
     try:
-        return dispatch_mod.dispatch(get_context(), request_id, due_us=due_us)
+        return dispatch_mod.dispatch(get_context(), request_id, due_us=due_us, user_id=user_id)
     except (PacerUnavailable, SQLAlchemyError) as exc:
         log.warning("dispatch of %s postponed: %s", request_id, exc)
         # If Redis is down this retry is lost too; SQL still holds the request and the

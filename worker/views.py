@@ -15,6 +15,7 @@ from worker.context import Context
 from worker.errors import PacerUnavailable, ValidationError
 from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
 from worker.outcomes import from_us
+from worker.pacer import Placed
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,22 @@ def queued_item(ctx: Context, session: Session, req: DistributionRequest) -> Lan
     ) or 0
     gap = timedelta(seconds=ctx.settings.min_interval_s + ctx.settings.guard_s)
     return LaneItem(req, ahead + 1, start + ahead * gap)
+
+
+def enqueued_dict(
+    ctx: Context, req: DistributionRequest, placed: Placed | None
+) -> dict[str, Any] | None:
+    """A request just enqueued, placed from what Redis answered: no SQL read.
+
+    None when Redis did not place it (the caller falls back to `describe_one`).
+    """
+    if placed is None or placed.rank < 0:
+        return None
+    now = from_us(placed.now_us)
+    start = max(now, from_us(placed.next_free_us)) if placed.next_free_us else now
+    gap = timedelta(seconds=ctx.settings.min_interval_s + ctx.settings.guard_s)
+    item = LaneItem(req, placed.rank + 1, start + placed.rank * gap)
+    return {**distribution_dict(req, item, attempts=False), "attempts": []}
 
 
 def describe_one(ctx: Context, session: Session, req: DistributionRequest) -> dict[str, Any]:

@@ -145,7 +145,7 @@ def _bring_forward(ctx: Context, ev: WebhookEvent) -> int:
             update(DistributionRequest)
             .where(DistributionRequest.id == r.id, *waiting_on_url)
             .values(next_attempt_at=utcnow(), updated_at=utcnow())
-        ).rowcount == 1]  # fmt: skip
+        ).rowcount == 1]  # type: ignore[attr-defined]  # fmt: skip
     for req in moved:
         _requeue(ctx, req)
     return len(moved)
@@ -176,7 +176,7 @@ def _auto_distribute(ctx: Context, ev: WebhookEvent) -> str:
         new = distributions.validate(ctx, user_id, ev.project_id or "", ev.upload_id or "")
         key = f"webhook:{ev.dedupe_key or ev.id}"
         digest = hashlib.sha256(key.encode()).hexdigest()
-        req, _ = distributions.enqueue_once(ctx, new, key, digest)
+        req, _, _ = distributions.enqueue_once(ctx, new, key, digest)
     except (ValidationError, ConflictError) as exc:
         log.error("auto-distribution of upload %s refused: %s", ev.upload_id, exc)
         return f"auto-distribution refused: {exc}"

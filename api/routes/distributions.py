@@ -46,13 +46,13 @@ def create(
         ctx, body.userId, body.projectId, body.uploadId, body.priority, body.coalesce
     )
     if idempotency_key is None:
-        req = distributions.enqueue(ctx, new)
+        req, placed = distributions.enqueue_placed(ctx, new)
     else:
         digest = distributions.body_hash(new)
-        req, earlier = distributions.enqueue_once(ctx, new, idempotency_key, digest)
+        req, earlier, placed = distributions.enqueue_once(ctx, new, idempotency_key, digest)
         if earlier:
             response.status_code = status.HTTP_200_OK
-    return _describe(ctx, req.id)
+    return views.enqueued_dict(ctx, req, placed) or _describe(ctx, req.id)
 
 
 @router.get("", response_model=DistributionPage, responses=ERRORS)
