@@ -13,19 +13,22 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
 
-from worker import outcomes
+from worker import ledger, outcomes
 from worker.context import Context
 from worker.distributions import kick, member, score
 from worker.errors import PacerUnavailable, StreampixelError
+from worker.ledger import Snapshot
 from worker.models import (
     WAITING,
-    DistributionAttempt,
     DistributionRequest,
     State,
     utcnow,
@@ -55,7 +58,26 @@ def dispatch(
     ctx: Context, request_id: str, *, due_us: int | None = None, user_id: str = ""
 ) -> str:
     """Try to make the call for this request; returns a word saying what happened."""
-    req = _load(ctx, request_id)
+    with pinned(ctx) as (one, conn):
+        return _dispatch(one, conn, request_id, due_us, user_id)
+
+
+@contextmanager
+def pinned(ctx: Context) -> Iterator[tuple[Context, Connection]]:
+    """One connection, checked out once for the whole dispatch (no pool round trip or
+    pre-ping per step), and the context with its sessions on it. No transaction stays
+    open across the sleep or the call: each step commits."""
+    engine = ctx.sessions.kw["bind"]
+    client = ctx.client  # built now, not between the fire and the send
+    with engine.connect() as conn:
+        sessions = sessionmaker(bind=conn, expire_on_commit=False)
+        yield replace(ctx, sessions=sessions, _client=client), conn
+
+
+def _dispatch(
+    ctx: Context, conn: Connection, request_id: str, due_us: int | None, user_id: str
+) -> str:
+    req = ledger.load(conn, request_id)
     if req is None:
         log.warning("dispatch message for unknown request %s dropped", request_id)
         if user_id:
@@ -71,25 +93,24 @@ def dispatch(
         return "no-key"
     if due_us is not None:
         _wait_if_early(ctx, due_us)
-    ticket_or_word = _reserve(ctx, req)
+    ticket_or_word = _reserve(ctx, conn, req)
     if isinstance(ticket_or_word, str):
         return ticket_or_word
-    return _dispatch_reserved(ctx, req, ticket_or_word)
+    return _dispatch_reserved(ctx, conn, req, ticket_or_word)
 
 
-def _dispatch_reserved(ctx: Context, req: DistributionRequest, ticket: Ticket) -> str:
+def _dispatch_reserved(ctx: Context, conn: Connection, req: Snapshot, ticket: Ticket) -> str:
     try:
-        number = _claim(ctx, req, ticket.slot_us)
+        number = _claim(ctx, conn, req, ticket.slot_us)
     except SQLAlchemyError:
         _release(ctx, req, ticket)
         raise
     if number is None:
         _release(ctx, req, ticket)
         return "claimed-elsewhere"
-    ctx.client  # built now, not between the fire and the send  # noqa: B018
     fired_us = _fire(ctx, req, ticket)
     if fired_us is None:
-        _unclaim(ctx, req, number)
+        _unclaim(conn, req, number)
         ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token, action="requeue",
                          score=score(req))  # fmt: skip
         kick(ctx, req.user_id)
@@ -97,7 +118,7 @@ def _dispatch_reserved(ctx: Context, req: DistributionRequest, ticket: Ticket) -
     result = _call(ctx, req)
     _wake_next(ctx, req)
     plan = outcomes.plan(ctx.settings, req, result, fired_us)
-    recorded = _record(ctx, req, number, plan)
+    recorded = _record(ctx, conn, req, number, plan)
     _settle(ctx, req, ticket, plan)
     return plan.outcome if recorded else "lease-lost"
 
@@ -111,12 +132,7 @@ def _drop_ghost(ctx: Context, user_id: str, request_id: str) -> None:
         kick(ctx, user_id)
 
 
-def _load(ctx: Context, request_id: str) -> DistributionRequest | None:
-    with ctx.sessions() as session:
-        return session.get(DistributionRequest, request_id)
-
-
-def _dispatchable(ctx: Context, req: DistributionRequest) -> bool:
+def _dispatchable(ctx: Context, req: Snapshot) -> bool:
     if req.state == State.QUEUED:
         return True
     if req.state != State.RETRYING:
@@ -136,19 +152,19 @@ def _wait_if_early(ctx: Context, due_us: int) -> None:
         time.sleep(min(early_s, MAX_IN_TASK_WAIT_S))
 
 
-def _reserve(ctx: Context, req: DistributionRequest) -> Ticket | str:
+def _reserve(ctx: Context, conn: Connection, req: Snapshot) -> Ticket | str:
     token, m = uuid.uuid4().hex, member(req)
     reply = ctx.pacer.reserve(req.user_id, m, score(req), token)
     if reply.kind == "floor":
-        _restore_lane(ctx, req.user_id)
-        reply = ctx.pacer.reserve(req.user_id, m, score(req), token, _floor_us(ctx, req.user_id))
+        floor = _restore_lane(ctx, conn, req.user_id, reply.now_us)
+        reply = ctx.pacer.reserve(req.user_id, m, score(req), token, floor)
     if reply.kind == "granted":
         mono = time.monotonic() + (reply.value - reply.now_us) / US
         return Ticket(token, m, reply.value, mono)
     return _not_granted(ctx, req, reply)
 
 
-def _not_granted(ctx: Context, req: DistributionRequest, reply: Reply) -> str:
+def _not_granted(ctx: Context, req: Snapshot, reply: Reply) -> str:
     """Behind another request, or too early, or the lane held: hand the lane on."""
     if reply.kind == "behind":
         kick(ctx, req.user_id)
@@ -157,98 +173,37 @@ def _not_granted(ctx: Context, req: DistributionRequest, reply: Reply) -> str:
     return reply.kind
 
 
-def _restore_lane(ctx: Context, user_id: str) -> None:
-    """The lane's Redis state is gone (Redis restarted empty): refill it from SQL."""
-    with ctx.sessions() as session:
-        rows = session.scalars(
-            select(DistributionRequest).where(
-                DistributionRequest.user_id == user_id,
-                DistributionRequest.state.in_(WAITING),
-            )
-        ).all()
-    horizon = from_us(ctx.pacer.now_us())
+def _restore_lane(ctx: Context, conn: Connection, user_id: str, now_us: int) -> int:
+    """The lane has no pacing state (new, idle for long, or Redis restarted empty): refill
+    it from SQL and return the floor: no slot before the last recorded attempt allows."""
+    rows, floor = ledger.waiting_and_floor(conn, user_id)
+    horizon = from_us(now_us)
     due = [r for r in rows if r.next_attempt_at is None or r.next_attempt_at <= horizon]
     ctx.pacer.add(user_id, [(member(r), score(r)) for r in due])
+    return floor
 
 
-def _floor_us(ctx: Context, user_id: str) -> int:
-    """No slot before the last attempt recorded in SQL allows."""
-    from sqlalchemy import func
-
-    with ctx.sessions() as session:
-        value = session.scalar(
-            select(func.max(DistributionAttempt.lane_free_us)).where(
-                DistributionAttempt.user_id == user_id
-            )
-        )
-    return int(value or 0)
-
-
-def _claim(ctx: Context, req: DistributionRequest, slot_us: int) -> int | None:
+def _claim(ctx: Context, conn: Connection, req: Snapshot, slot_us: int) -> int | None:
     """Conditional UPDATE to `dispatching` plus the attempt row, committed before the call."""
     s = ctx.settings
-    number = req.attempt_count + 1
-    now = utcnow()
     # The lease runs on the Redis clock (the slot's), which every reconciler reads too:
     # a worker whose own clock is off must not write a lease that is already expired.
-    lease_expires_at = from_us(slot_us) + timedelta(seconds=s.lease_s)
-    with ctx.sessions.begin() as session:
-        done = session.execute(
-            update(DistributionRequest)
-            .where(
-                DistributionRequest.id == req.id,
-                DistributionRequest.state.in_(WAITING),
-                DistributionRequest.attempt_count == req.attempt_count,
-            )
-            .values(
-                state=State.DISPATCHING,
-                attempt_count=number,
-                lease_expires_at=lease_expires_at,
-                dispatched_at=now,
-                updated_at=now,
-            )
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        worst_fire = slot_us + int(s.pacer_max_late_s * US)
-        session.add(
-            DistributionAttempt(
-                request_id=req.id,
-                number=number,
-                user_id=req.user_id,
-                started_at=now,
-                slot_us=slot_us,
-                lane_free_us=worst_fire + ctx.pacer.gap_us,
-                worker=ctx.worker_name,
-            )
-        )
-    return number
+    lease = from_us(slot_us) + timedelta(seconds=s.lease_s)
+    worst_fire = slot_us + int(s.pacer_max_late_s * US)
+    attempt = {"slot_us": slot_us, "lane_free_us": worst_fire + ctx.pacer.gap_us,
+               "worker": ctx.worker_name}  # fmt: skip
+    return ledger.claim(conn, req, utcnow(), lease, attempt)
 
 
-def _unclaim(ctx: Context, req: DistributionRequest, number: int) -> None:
+def _unclaim(conn: Connection, req: Snapshot, number: int) -> None:
     """No call was made after all: remove the attempt row, put the request back."""
     try:
-        with ctx.sessions.begin() as session:
-            session.execute(
-                delete(DistributionAttempt).where(
-                    DistributionAttempt.request_id == req.id,
-                    DistributionAttempt.number == number,
-                )
-            )
-            session.execute(
-                update(DistributionRequest)
-                .where(
-                    DistributionRequest.id == req.id,
-                    DistributionRequest.state == State.DISPATCHING,
-                    DistributionRequest.attempt_count == number,
-                )
-                .values(state=req.state, attempt_count=number - 1, lease_expires_at=None)
-            )
+        ledger.unclaim(conn, req, number)
     except SQLAlchemyError:
         log.exception("could not undo claim of %s; its lease will expire", req.id)
 
 
-def _fire(ctx: Context, req: DistributionRequest, ticket: Ticket) -> int | None:
+def _fire(ctx: Context, req: Snapshot, ticket: Ticket) -> int | None:
     """Sleep until the slot, then take it; the Redis time of firing, or None (no call)."""
     target = ticket.slot_mono
     for _ in range(20):
@@ -269,7 +224,7 @@ def _fire(ctx: Context, req: DistributionRequest, ticket: Ticket) -> int | None:
     return None
 
 
-def _call(ctx: Context, req: DistributionRequest) -> Triggered | StreampixelError:
+def _call(ctx: Context, req: Snapshot) -> Triggered | StreampixelError:
     api_key = ctx.keyring.get(req.user_id) or ""
     try:
         return ctx.client.distribute(
@@ -282,7 +237,9 @@ def _call(ctx: Context, req: DistributionRequest) -> Triggered | StreampixelErro
         return exc
 
 
-def _record(ctx: Context, req: DistributionRequest, number: int, plan: outcomes.Plan) -> bool:
+def _record(
+    ctx: Context, conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan
+) -> bool:
     """Complete the attempt and move the request, fenced by the attempt number.
 
     The call is made; its outcome must reach SQL, so a database error is retried for
@@ -293,7 +250,7 @@ def _record(ctx: Context, req: DistributionRequest, number: int, plan: outcomes.
     pause = 0.2
     while True:
         try:
-            return _write_outcome(ctx, req, number, plan)
+            return _write_outcome(conn, req, number, plan)
         except SQLAlchemyError as exc:
             if time.monotonic() + pause > deadline:
                 log.error("outcome of %s attempt %d not recorded: %s", req.id, number, exc)
@@ -303,52 +260,29 @@ def _record(ctx: Context, req: DistributionRequest, number: int, plan: outcomes.
             pause = min(pause * 2, 5.0)
 
 
-def _write_outcome(
-    ctx: Context, req: DistributionRequest, number: int, plan: outcomes.Plan
-) -> bool:
-    now = utcnow()
-    with ctx.sessions.begin() as session:
-        done = session.execute(
-            update(DistributionRequest)
-            .where(
-                DistributionRequest.id == req.id,
-                DistributionRequest.state == State.DISPATCHING,
-                DistributionRequest.attempt_count == number,
-            )
-            .values(lease_expires_at=None, updated_at=now, **plan.request_values)
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            log.warning("lease of %s attempt %d lost; outcome stays unknown", req.id, number)
-            return False
-        session.execute(
-            update(DistributionAttempt)
-            .where(
-                DistributionAttempt.request_id == req.id,
-                DistributionAttempt.number == number,
-            )
-            .values(
-                finished_at=now,
-                http_status=plan.http_status,
-                outcome=plan.outcome,
-                message=plan.message,
-                lane_free_us=plan.lane_free_us,
-            )
-        )
-    return True
+def _write_outcome(conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan) -> bool:
+    attempt = {"http_status": plan.http_status, "outcome": plan.outcome,
+               "message": plan.message, "lane_free_us": plan.lane_free_us}  # fmt: skip
+    done = ledger.record(conn, req, number, utcnow(), plan.request_values, attempt)
+    if not done:
+        log.warning("lease of %s attempt %d lost; outcome stays unknown", req.id, number)
+    return done
 
 
-def _settle(ctx: Context, req: DistributionRequest, ticket: Ticket, plan: outcomes.Plan) -> None:
-    """Push the lane after a 429 (keeping the request at the head), then wake it."""
+def _settle(ctx: Context, req: Snapshot, ticket: Ticket, plan: outcomes.Plan) -> None:
+    """After a 429: push the lane, keep the request at its head, and wake it again (the
+    lane was already woken for the next head before the answer was read)."""
+    if not plan.requeue_at_head:
+        return
     try:
-        if plan.requeue_at_head:
-            ctx.pacer.settle(req.user_id, ticket.member, action="requeue", score=score(req),
-                             not_before_us=plan.lane_free_us)  # fmt: skip
+        ctx.pacer.settle(req.user_id, ticket.member, action="requeue", score=score(req),
+                         not_before_us=plan.lane_free_us)  # fmt: skip
         kick(ctx, req.user_id)
     except PacerUnavailable as exc:
         log.warning("lane of %s not woken (the reconciler will): %s", req.user_id, exc)
 
 
-def _wake_next(ctx: Context, req: DistributionRequest) -> None:
+def _wake_next(ctx: Context, req: Snapshot) -> None:
     """The next head's message goes out before this answer is recorded, so a slow
     database write or a slow answer never delays the next slot; a 429 re-wakes this one."""
     try:
@@ -357,7 +291,7 @@ def _wake_next(ctx: Context, req: DistributionRequest) -> None:
         log.warning("lane of %s not woken (the reconciler will): %s", req.user_id, exc)
 
 
-def _release(ctx: Context, req: DistributionRequest, ticket: Ticket) -> None:
+def _release(ctx: Context, req: Snapshot, ticket: Ticket) -> None:
     try:
         ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token)
         kick(ctx, req.user_id)
@@ -365,7 +299,7 @@ def _release(ctx: Context, req: DistributionRequest, ticket: Ticket) -> None:
         log.warning("reservation of %s not released (it expires): %s", req.id, exc)
 
 
-def _fail_without_call(ctx: Context, req: DistributionRequest, message: str) -> None:
+def _fail_without_call(ctx: Context, req: Snapshot, message: str) -> None:
     with ctx.sessions.begin() as session:
         session.execute(
             update(DistributionRequest)

@@ -8,12 +8,13 @@ import logging
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
+from worker import ledger
 from worker.context import Context
 from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
 from worker.models import WAITING, DistributionRequest, State, new_id, utcnow
@@ -56,12 +57,27 @@ def validate(
     )
 
 
-def score(req: DistributionRequest) -> int:
+class LaneEntry(Protocol):
+    """What a lane entry is made of: a request, as the ORM or a dispatch read it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def project_id(self) -> str: ...
+    @property
+    def upload_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+
+
+def score(req: LaneEntry) -> int:
     """Lane score: lower goes first, so higher priority first."""
     return -req.priority
 
 
-def member(req: DistributionRequest) -> str:
+def member(req: LaneEntry) -> str:
     """The request's entry in its lane."""
     return lane_member(req.seq, req.id, req.project_id, req.upload_id)
 
@@ -89,45 +105,22 @@ def enqueue_placed(
     One transaction in SQL, one round trip to Redis (plus the message when the lane is
     idle). published_at stays empty: the reconciler marks rows it finds in their lane.
     """
-    with ctx.sessions.begin() as session:
-        req = DistributionRequest(
-            id=new_id(),
-            user_id=new.user_id,
-            project_id=new.project_id,
-            upload_id=new.upload_id,
-            priority=new.priority,
-            coalesce=new.coalesce,
-            seq=time.time_ns() // 1000,
-            state=State.QUEUED,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-        )
-        replaced = _supersede(session, req) if new.coalesce else None
-        session.add(req)
+    now = utcnow()
+    values = {
+        "id": new_id(), "user_id": new.user_id, "project_id": new.project_id,
+        "upload_id": new.upload_id, "priority": new.priority, "coalesce": new.coalesce,
+        "seq": time.time_ns() // 1000, "state": State.QUEUED, "created_at": now,
+        "updated_at": now, "attempt_count": 0, "failures": 0,
+        "idempotency_key": idempotency_key, "request_hash": request_hash,
+    }  # fmt: skip
+    with ctx.sessions.kw["bind"].begin() as conn:  # Core: a third of an ORM unit of work
+        old = ledger.supersede(conn, values) if new.coalesce else None
+        if old is not None:
+            values["seq"] = old.seq
+        ledger.insert_request(conn, values)
+    req = DistributionRequest(**values)
+    replaced = lane_member(old.seq, old.id, old.project_id, old.upload_id) if old else None
     return req, publish(ctx, req, replaces=replaced)
-
-
-def _supersede(session: Session, req: DistributionRequest) -> str | None:
-    """Mark the project's oldest queued request superseded by `req`, which takes its place;
-    one UPDATE … RETURNING. Returns the replaced request's lane entry."""
-    r = DistributionRequest
-    oldest = (
-        select(r.id)
-        .where(r.project_id == req.project_id, r.user_id == req.user_id, r.state == State.QUEUED)
-        .order_by(r.seq)
-        .limit(1)
-        .scalar_subquery()
-    )
-    old = session.execute(
-        update(r)
-        .where(r.id == oldest, r.state == State.QUEUED)
-        .values(state=State.SUPERSEDED, superseded_by=req.id, updated_at=utcnow())
-        .returning(r.id, r.seq, r.project_id, r.upload_id)
-    ).first()
-    if old is None:
-        return None
-    req.seq = old.seq
-    return lane_member(old.seq, old.id, old.project_id, old.upload_id)
 
 
 def publish(ctx: Context, req: DistributionRequest, replaces: str | None = None) -> Placed | None:
@@ -165,7 +158,9 @@ def kick(ctx: Context, user_id: str, *, force: bool = False) -> None:
 
 def get(session: Session, request_id: str) -> DistributionRequest:
     """One request with its attempts; raises NotFoundError."""
-    req = session.get(DistributionRequest, request_id)
+    req = session.get(
+        DistributionRequest, request_id, options=[selectinload(DistributionRequest.attempts)]
+    )
     if req is None:
         raise NotFoundError(f"no distribution {request_id}")
     return req

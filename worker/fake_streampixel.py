@@ -256,6 +256,9 @@ def _deliver(url: str, delay_s: float, event: dict[str, Any], stopping: threadin
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the real API behind its proxy
+    # Headers and body go out in two writes: with Nagle's algorithm each answer would
+    # wait for the client's delayed ACK (about 40 ms).
+    disable_nagle_algorithm = True
     server_version = "FakeStreampixel/1.0"
     server: _Server
 

@@ -111,12 +111,14 @@ class DistributionRequest(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     attempts: Mapped[list[DistributionAttempt]] = relationship(
-        back_populates="request", order_by="DistributionAttempt.number", lazy="selectin"
+        back_populates="request", order_by="DistributionAttempt.number"
     )
 
     __table_args__ = (
         Index("ix_requests_lane", "user_id", "state", "priority", "seq"),
         Index("ix_requests_state_next", "state", "next_attempt_at"),
+        # The reconciler's lanes with work: an index-only read of the waiting rows alone.
+        Index("ix_requests_state_user", "state", "user_id"),
         Index("ix_requests_state_lease", "state", "lease_expires_at"),
         Index("ix_requests_project_state", "project_id", "state"),
         Index("ix_requests_upload", "upload_id"),

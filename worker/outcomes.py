@@ -8,14 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from worker.errors import (
-    Outcome,
     PermanentError,
     RateLimited,
     RetryableError,
     StillProcessing,
     StreampixelError,
 )
-from worker.models import DistributionRequest, State, utcnow
+from worker.ledger import Snapshot
+from worker.models import State, utcnow
 from worker.pacer import US
 from worker.settings import Settings
 from worker.streampixel import Triggered
@@ -35,7 +35,7 @@ class Plan:
 
 def plan(
     settings: Settings,
-    req: DistributionRequest,
+    req: Snapshot,
     result: Triggered | StreampixelError,
     fired_us: int,
 ) -> Plan:
@@ -72,15 +72,17 @@ def _rate_limited(
 
 
 def _processing(
-    settings: Settings, req: DistributionRequest, message: str, now: datetime
+    settings: Settings, req: Snapshot, message: str, now: datetime
 ) -> dict[str, Any]:
     """ "No URL yet": 30 s doubling to 10 min, for up to two hours from the first such answer."""
     since = req.processing_since or now
     if (now - since).total_seconds() >= settings.processing_window_s:
         hours = settings.processing_window_s / 3600
         return _to(State.FAILED, f"{message} (still no URL after {hours:g} h)")
-    earlier = sum(1 for a in req.attempts if a.outcome == Outcome.PROCESSING)
-    delay = min(settings.backoff_cap_s, settings.backoff_base_s * 2**earlier)
+    # 30 s, 60 s, 120 s…: each wait is the base plus all the waiting so far, which doubles
+    # it without counting earlier answers (10 min at most).
+    waited = (now - since).total_seconds()
+    delay = min(settings.backoff_cap_s, settings.backoff_base_s + waited)
     return _to(
         State.RETRYING,
         message,

@@ -83,9 +83,7 @@ class Harness:
 
     def request(self, rid: str) -> DistributionRequest:
         with self.ctx.sessions() as s:
-            req = s.get(DistributionRequest, rid)
-            assert req is not None
-            return req
+            return distributions.get(s, rid)
 
     def close(self) -> None:
         if self.ctx._client is not None:
