@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,6 +22,7 @@ from api.routes import distributions, health, users, webhooks
 from worker import webhooks as webhook_service
 from worker.context import Context
 from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
+from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024
@@ -43,11 +46,22 @@ def _redact_access_log() -> None:
         access.addFilter(RedactWebhookToken())
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The routes are sync and spend most of their time waiting on SQL and Redis; past a
+    # few threads per core, more threads only fight over the GIL (anyio's default is 40).
+    ctx: Context | None = app.state.ctx
+    threads = (ctx.settings if ctx else get_settings()).api_threads
+    anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+    yield
+
+
 def create_app(
     ctx: Context | None = None, *, announce_webhook: Callable[..., None] | None = None
 ) -> FastAPI:
     """The API; `ctx` defaults to the process's context, resolved on first request."""
     app = FastAPI(
+        lifespan=_lifespan,
         title="spdist",
         version="0.1.0",
         description="Paced, durable distribution of builds through Streampixel.",

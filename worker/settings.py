@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     http_connect_timeout_s: float = Field(5.0, gt=0)
     auto_distribute: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     flower_basic_auth: SecretStr | None = None
+    api_threads: int = Field(8, ge=1)
 
     # Pacer tuning (not in INTERFACE.md; documented in the README).
     pacer_lead_s: float = Field(0.1, ge=0)
