@@ -41,9 +41,12 @@ COLUMNS = [getattr(R, name) for name in Snapshot.__dataclass_fields__]
 
 LOAD = select(*COLUMNS).where(R.id == bindparam("rid"))
 
-WAITING_IN_LANE = select(*COLUMNS).where(R.user_id == bindparam("uid"), R.state.in_(WAITING))
-
 FLOOR = select(func.max(A.lane_free_us)).where(A.user_id == bindparam("uid"))
+
+# The lane's waiting requests, each row carrying the floor too: one round trip.
+WAITING_IN_LANE = select(*COLUMNS, FLOOR.scalar_subquery()).where(
+    R.user_id == bindparam("uid"), R.state.in_(WAITING)
+)
 
 CLAIM = (
     update(REQUESTS)
@@ -128,9 +131,9 @@ def load(conn: Connection, request_id: str) -> Snapshot | None:
 def waiting_and_floor(conn: Connection, user_id: str) -> tuple[list[Snapshot], int]:
     """The user's waiting requests, and the latest `lane_free_us` its attempts recorded."""
     rows = conn.execute(WAITING_IN_LANE, {"uid": user_id}).all()
-    floor = conn.execute(FLOOR, {"uid": user_id}).scalar()
+    floor = rows[0][-1] if rows else conn.execute(FLOOR, {"uid": user_id}).scalar()
     conn.commit()
-    return [Snapshot(*r) for r in rows], int(floor or 0)
+    return [Snapshot(*r[:-1]) for r in rows], int(floor or 0)
 
 
 def claim(conn: Connection, req: Snapshot, now: datetime, lease: datetime,
