@@ -104,6 +104,7 @@ class Pacer:
         self._fire = client.register_script(_load("fire.lua"))
         self._settle = client.register_script(_load("settle.lua"))
         self._wake = client.register_script(_load("wake.lua"))
+        self._idle = client.register_script(_load("idle.lua"))
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -175,21 +176,15 @@ class Pacer:
 
     def idle_lanes(self, user_ids: Sequence[str]) -> list[tuple[str, bool]]:
         """Of these lanes, those without a wake marker, as (user_id, queue is empty);
-        one pipelined round trip."""
-
-        def go() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for user_id in user_ids:
-                pipe.exists(keys.lane_wake(user_id))
-                pipe.exists(keys.lane_queue(user_id))
-            return list(pipe.execute())
-
-        flags = self._call(go)
-        return [
-            (user_id, not flags[2 * i + 1])
-            for i, user_id in enumerate(user_ids)
-            if not flags[2 * i]
-        ]
+        one script call, however many lanes."""
+        if not user_ids:
+            return []
+        prefix, wake_suffix = keys.lane_wake("\0").split("\0")
+        queue_suffix = keys.lane_queue("\0").split("\0")[1]
+        raw = self._call(
+            lambda: self._idle(args=[prefix, wake_suffix, queue_suffix, *user_ids])
+        )
+        return [(_text(raw[i]), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def add(self, user_id: str, entries: Iterable[tuple[str, int]]) -> None:
         """Put requests in their lane (no-op for those already there)."""

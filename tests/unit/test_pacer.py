@@ -167,3 +167,12 @@ def test_users_do_not_share_a_lane(pacer: Pacer) -> None:
     other = "b" * 24
     pacer.add(other, [(m(2), 0)])
     assert pacer.reserve(other, m(2), 0, "t", floor_us=0).kind == "granted"
+
+
+def test_idle_lanes_are_those_without_a_message_in_flight(pacer: Pacer) -> None:
+    pacer.add(USER, [(m(1), 0)])
+    pacer.add("b" * 24, [(m(2), 0)])
+    assert pacer.wake("b" * 24) is not None  # a message is on its way for lane b
+    lanes = [USER, "b" * 24, "c" * 24]
+    assert pacer.idle_lanes(lanes) == [(USER, False), ("c" * 24, True)]
+    assert pacer.idle_lanes([]) == []
