@@ -76,6 +76,22 @@ UNCLAIM_REQUEST = (
 
 DROP_ATTEMPT = delete(ATTEMPTS).where(A.request_id == bindparam("rid"), A.number == bindparam("n"))
 
+# What an answer changes on its request (outcomes.Plan.request_values), fenced.
+MOVE = (
+    update(REQUESTS)
+    .where(R.id == bindparam("rid"), R.state == State.DISPATCHING,
+           R.attempt_count == bindparam("n"))
+    .values(
+        lease_expires_at=None,
+        updated_at=bindparam("now"),
+        state=bindparam("state"),
+        last_message=bindparam("last_message"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        failures=bindparam("failures"),
+        processing_since=bindparam("processing_since"),
+    )
+)  # fmt: skip
+
 COMPLETE_ATTEMPT = (
     update(ATTEMPTS)
     .where(A.request_id == bindparam("rid"), A.number == bindparam("n"))
@@ -170,13 +186,10 @@ def unclaim(conn: Connection, req: Snapshot, number: int) -> None:
 def record(conn: Connection, req: Snapshot, number: int, now: datetime,
            request_values: dict[str, Any], attempt_values: dict[str, Any]) -> bool:  # fmt: skip
     """Move the request and complete its attempt, fenced by the attempt number."""
-    move = (
-        update(REQUESTS)
-        .where(R.id == req.id, R.state == State.DISPATCHING, R.attempt_count == number)
-        .values(lease_expires_at=None, updated_at=now, **request_values)
-    )
+    moved = {"failures": req.failures, "processing_since": req.processing_since,
+             **request_values}  # fmt: skip
     try:
-        if conn.execute(move).rowcount != 1:
+        if conn.execute(MOVE, {"rid": req.id, "n": number, "now": now, **moved}).rowcount != 1:
             conn.rollback()
             return False
         conn.execute(COMPLETE_ATTEMPT, {"rid": req.id, "n": number, "now": now,
