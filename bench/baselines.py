@@ -1,0 +1,65 @@
+"""The baselines spdist is measured against: a bare Celery task and a bare FastAPI route.
+
+Both do only what spdist must do at the least: the Celery task makes the same httpx POST
+to distribute-file (no SQL, no pacer); the route parses the same body and returns it.
+Environment: BENCH_BROKER_URL (Redis), BENCH_SP_URL (the fake's base URL).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+import httpx
+from celery import Celery
+from fastapi import FastAPI
+
+from api.schemas import DistributionIn
+
+QUEUE = "bench"
+celery_app = Celery("bench", broker=os.environ.get("BENCH_BROKER_URL", "redis://localhost:6379/0"))
+celery_app.conf.update(
+    task_default_queue=QUEUE,
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+)
+
+
+@lru_cache
+def _client() -> httpx.Client:
+    """One keep-alive client per process, as spdist's worker keeps one."""
+    return httpx.Client(
+        base_url=os.environ["BENCH_SP_URL"],
+        timeout=httpx.Timeout(30.0, connect=5.0),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+
+
+def _post(user_id: str, project_id: str, upload_id: str) -> int:
+    payload = {"apiKey": f"key-{user_id}", "userId": user_id,
+               "projectId": project_id, "uploadId": upload_id}  # fmt: skip
+    return _client().post("/projects/distribute-file", json=payload).status_code
+
+
+@celery_app.task(name="bench.post")
+def post(user_id: str, project_id: str, upload_id: str) -> int:
+    """The same POST spdist makes, and nothing else."""
+    return _post(user_id, project_id, upload_id)
+
+
+@celery_app.task(name="bench.post_limited", rate_limit=os.environ.get("BENCH_RATE_LIMIT", "1/s"))
+def post_limited(user_id: str, project_id: str, upload_id: str) -> int:
+    """The same POST under Celery's own rate limit (per worker node, per task type)."""
+    return _post(user_id, project_id, upload_id)
+
+
+api_app = FastAPI(title="bench-baseline")
+
+
+@api_app.post("/v1/distributions", status_code=202)
+def echo(body: DistributionIn) -> dict[str, Any]:
+    """Parse the body with spdist's own schema and return it."""
+    return body.model_dump()
