@@ -154,7 +154,7 @@ def wake_lanes(ctx: Context) -> int:
 
 
 def _lanes_with_work(ctx: Context) -> Sequence[str]:
-    """Users with a queued request: an index-only read of ix_requests_state_user, waiting rows only."""
+    """Users with a queued request: an index-only read of ix_requests_state_user."""
     with ctx.sessions() as session:
         return session.scalars(
             select(DistributionRequest.user_id)

@@ -26,6 +26,10 @@ def dispatch(
     due_us: int | None = None,
 ) -> str:
     """Dispatch `request_id` when its lane's slot comes; user/project/upload are for Flower."""
+    if not isinstance(request_id, str) or not isinstance(due_us, int | None):
+        log.error("malformed dispatch message dropped: request_id=%r due_us=%r",
+                  request_id, due_us)  # fmt: skip
+        return "malformed"
     try:
         return dispatch_mod.dispatch(get_context(), request_id, due_us=due_us, user_id=user_id)
     except (PacerUnavailable, SQLAlchemyError) as exc:

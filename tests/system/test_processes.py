@@ -1,0 +1,82 @@
+"""Worker processes killed or stopped mid-call, skewed clocks, and two schedulers at once."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from tests.procs import wait_for
+from tests.system.conftest import check, wait_attempt, wait_call
+
+pytestmark = pytest.mark.system
+HANG = [{"action": "hang", "seconds": 2}]  # inside the 3 s timeout: the call is "in flight"
+
+
+def _in_flight(s: Any) -> tuple[str, int]:
+    """Make the 5th request's call hang and wait for it; (upload, pid of the calling child)."""
+    made = s.backlog(4)
+    upload = made[4][1]
+    s.configure(rules={upload: list(HANG)})
+    wait_call(s, upload)
+    attempt = wait_attempt(s, upload)
+    return upload, int(str(attempt.worker).rsplit(":", 1)[1])
+
+
+def test_kill9_worker_main_process_mid_call(system_factory: Any) -> None:
+    s = system_factory(SPDIST_TEST_LEASE_S="8")
+    _, child = _in_flight(s)
+    victim = s.worker_of(child)
+    victim.send(signal.SIGKILL)  # the supervisor starts a new one
+    # The orphaned child may finish and record its call, or not: then its lease expires.
+    check(s, "kill -9 worker main process mid-call", s.settle(60), max_unknown=1)
+
+
+def test_kill9_pool_child_mid_call(system_factory: Any) -> None:
+    s = system_factory(SPDIST_TEST_LEASE_S="8")
+    upload, child = _in_flight(s)
+    signal_pid(child, signal.SIGKILL)
+    books = s.settle(60)
+    check(s, "kill -9 pool child mid-call", books, max_unknown=1)
+    assert books.unknown == 1  # the call happened, its answer was never read
+    assert books.states == {"succeeded": books.requests}
+
+
+def test_sigterm_with_tasks_in_flight(system_factory: Any) -> None:
+    s = system_factory()
+    _, child = _in_flight(s)
+    victim = s.worker_of(child)
+    victim.send(signal.SIGTERM)
+    wait_for(lambda: victim.popen.poll() is not None, 30, "warm shutdown")
+    books = s.settle(60)
+    check(s, "SIGTERM with tasks in flight", books)
+    assert books.states == {"succeeded": books.requests}
+
+
+def test_worker_clocks_five_minutes_ahead_and_behind(system_factory: Any) -> None:
+    skews = [{"SPDIST_TEST_CLOCK_SKEW_S": "300"}, {"SPDIST_TEST_CLOCK_SKEW_S": "-300"}]
+    s = system_factory(worker_env=skews)
+    made = s.backlog(4)
+    # Transient failures put requests in `retrying`: next_attempt_at must not follow a skewed clock.
+    flaky = [{"status": 500, "message": "Internal server error"}]
+    s.configure(rules={made[3][1]: list(flaky), made[7][1]: list(flaky)})
+    books = s.settle(120)
+    check(s, "worker clocks +5 min and -5 min", books)
+    assert books.states == {"succeeded": books.requests}
+
+
+def test_two_schedulers_cause_no_double_call(system_factory: Any) -> None:
+    s = system_factory(beats=2)
+    made = s.backlog(5)
+    flaky = [{"status": 503, "message": "Service unavailable"}]
+    s.configure(rules={made[2][1]: list(flaky), made[6][1]: list(flaky)})
+    books = s.settle(60)
+    check(s, "two beats at once", books)
+    assert books.states == {"succeeded": books.requests}
+
+
+def signal_pid(pid: int, sig: int) -> None:
+    import os
+
+    os.kill(pid, sig)
