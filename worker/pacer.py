@@ -106,6 +106,12 @@ class Pacer:
         self._wake = client.register_script(_load("wake.lua"))
         self._idle = client.register_script(_load("idle.lua"))
 
+    def load_scripts(self) -> None:
+        """Load every script into Redis now, so no first call pays for it."""
+        sources = [s.script for s in (self._reserve, self._fire, self._settle, self._wake,
+                                      self._idle)]  # fmt: skip
+        self._call(lambda: [self.redis.script_load(src) for src in sources])
+
     def _call(self, fn: Callable[[], T]) -> T:
         try:
             return fn()

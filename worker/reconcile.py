@@ -10,7 +10,7 @@ It closes the holes of Celery on Redis from the system of record:
                      (message lost, its worker killed, Redis flushed or restarted)
 
 Every step reads through an index and touches only due rows; lanes are checked in one
-pipelined round trip and only those without a wake marker run a script. Every write is
+script call (idle.lua) and only those without a wake marker run a script. Every write is
 conditional, so two schedulers started by mistake cost duplicate messages, never a
 duplicate call (the pacer's holder and the claim's fencing see to that). Times are read
 on the Redis clock, the one the pacer and the leases use, so a worker whose own clock is

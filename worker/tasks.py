@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import Task
+from celery.signals import worker_process_init
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import dispatch as dispatch_mod
@@ -69,3 +70,17 @@ def webhook(
     except SQLAlchemyError as exc:
         log.warning("webhook event %s postponed: %s", event_id, exc)
         raise self.retry(exc=exc, countdown=2) from exc
+
+
+@worker_process_init.connect
+def warm_up(**_: object) -> None:
+    """Pay each pool process's first-use costs (settings, the HTTP client and its TLS
+    context, the Lua scripts, a database connection) before its first slot, not inside it."""
+    try:
+        ctx = get_context()
+        ctx.client  # noqa: B018
+        ctx.pacer.load_scripts()
+        with ctx.sessions.kw["bind"].connect():
+            pass
+    except Exception as exc:  # the first task will meet the same problem and retry
+        log.warning("warm-up incomplete: %s", exc)
