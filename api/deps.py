@@ -15,7 +15,9 @@ from worker.context import Context, get_context
 bearer = HTTPBearer(auto_error=False, description="A token from SPDIST_API_TOKENS.")
 
 
-def get_ctx(request: Request) -> Context:
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in
+# the thread pool, and that hop cost more than the rest of an enqueue's CPU.
+async def get_ctx(request: Request) -> Context:
     """The context the app was built with, else the process's own."""
     ctx: Context | None = getattr(request.app.state, "ctx", None)
     return ctx if ctx is not None else get_context()
@@ -41,7 +43,7 @@ def token_ok(given: str, accepted: list[str]) -> bool:
     return found
 
 
-def require_token(
+async def require_token(
     ctx: CtxDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
