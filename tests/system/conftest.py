@@ -144,12 +144,9 @@ class System:
 
     def backlog(self, per_user: int = 4, start: int = 0) -> list[tuple[str, str]]:
         """Enqueue `per_user` requests for each user, interleaved; (user, upload) pairs."""
-        made = []
-        for n in range(start, start + per_user):
-            for u, user in enumerate(USERS):
-                upload = f"{0xB00000 + u * 0x1000 + n:024x}"
-                self.enqueue(user, upload)
-                made.append((user, upload))
+        made = backlog_plan(per_user, start)
+        for user, upload in made:
+            self.enqueue(user, upload)
         return made
 
     # reading the books ------------------------------------------------------------------
@@ -194,6 +191,16 @@ class System:
         self.engine.dispose()
         self.ctx.sessions.kw["bind"].dispose()
         self.ctx.pacer.redis.close()
+
+
+def backlog_plan(per_user: int = 4, start: int = 0) -> list[tuple[str, str]]:
+    """The (user, upload) pairs `System.backlog` enqueues, in order: known in advance, so a
+    fault can be scripted before the first of them is dispatched."""
+    return [
+        (user, f"{0xB00000 + u * 0x1000 + n:024x}")
+        for n in range(start, start + per_user)
+        for u, user in enumerate(USERS)
+    ]
 
 
 def wait_ready(proc: Proc) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.procs import wait_for
-from tests.system.conftest import check, wait_attempt, wait_call
+from tests.system.conftest import backlog_plan, check, wait_attempt, wait_call
 
 pytestmark = pytest.mark.system
 HANG = [{"action": "hang", "seconds": 2}]  # inside the 3 s timeout: the call is "in flight"
@@ -57,10 +57,11 @@ def test_sigterm_with_tasks_in_flight(system_factory: Any) -> None:
 def test_worker_clocks_five_minutes_ahead_and_behind(system_factory: Any) -> None:
     skews = [{"SPDIST_TEST_CLOCK_SKEW_S": "300"}, {"SPDIST_TEST_CLOCK_SKEW_S": "-300"}]
     s = system_factory(worker_env=skews)
-    made = s.backlog(4)
+    made = backlog_plan(4)
     # Transient failures put requests in `retrying`: next_attempt_at must not follow a skewed clock.
     flaky = [{"status": 500, "message": "Internal server error"}]
     s.configure(rules={made[3][1]: list(flaky), made[7][1]: list(flaky)})
+    s.backlog(4)
     books = s.settle(120)
     check(s, "worker clocks +5 min and -5 min", books)
     assert books.states == {"succeeded": books.requests}
@@ -68,9 +69,10 @@ def test_worker_clocks_five_minutes_ahead_and_behind(system_factory: Any) -> Non
 
 def test_two_schedulers_cause_no_double_call(system_factory: Any) -> None:
     s = system_factory(beats=2)
-    made = s.backlog(5)
+    made = backlog_plan(5)
     flaky = [{"status": 503, "message": "Service unavailable"}]
     s.configure(rules={made[2][1]: list(flaky), made[6][1]: list(flaky)})
+    s.backlog(5)
     books = s.settle(60)
     check(s, "two beats at once", books)
     assert books.states == {"succeeded": books.requests}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.system.conftest import check
+from tests.system.conftest import backlog_plan, check
 
 pytestmark = pytest.mark.system
 
@@ -23,9 +23,11 @@ FAULTS = {
 def test_streampixel_fault(system_factory: Any, name: str) -> None:
     action, outcome = FAULTS[name]
     s = system_factory()
-    made = s.backlog(4)
+    made = backlog_plan(4)
     hit = [made[1][1], made[4][1], made[8][1]]
+    # Scripted before enqueueing: made[1] heads its lane and is dispatched at once.
     s.configure(rules={u: [dict(action)] for u in hit})
+    s.backlog(4)
     books = s.settle(60)
     check(s, f"Streampixel: {name}", books)
     assert books.states == {"succeeded": books.requests}
