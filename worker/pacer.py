@@ -198,17 +198,6 @@ class Pacer:
         if mapping:
             self._call(lambda: self.redis.zadd(keys.lane_queue(user_id), mapping, nx=True))
 
-    def replace(self, user_id: str, old: str, new: str, score: int) -> None:
-        """Swap a superseded request for its successor, atomically."""
-
-        def go() -> None:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.zrem(keys.lane_queue(user_id), old)
-            pipe.zadd(keys.lane_queue(user_id), {new: score})
-            pipe.execute()
-
-        self._call(go)
-
     def remove(self, user_id: str, member: str) -> None:
         """Take a request out of its lane (cancelled, superseded, no longer waiting)."""
         self.settle(user_id, member, action="drop")

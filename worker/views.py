@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from worker import ledger
 from worker.context import Context
 from worker.errors import PacerUnavailable, ValidationError
 from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
@@ -71,11 +72,7 @@ def next_slot_at(ctx: Context, session: Session, user_id: str) -> datetime:
             return max(now, from_us(int(state["next_free"])))
     except PacerUnavailable as exc:
         log.info("lane view without Redis: %s", exc)
-    floor = session.scalar(
-        select(func.max(DistributionAttempt.lane_free_us)).where(
-            DistributionAttempt.user_id == user_id
-        )
-    )
+    floor = session.scalar(ledger.FLOOR, {"uid": user_id})
     return max(now, from_us(int(floor))) if floor else now
 
 

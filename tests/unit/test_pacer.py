@@ -99,7 +99,7 @@ def test_higher_priority_goes_first(pacer: Pacer) -> None:
 def test_superseding_request_keeps_its_place(pacer: Pacer) -> None:
     pacer.add(USER, [(m(1), 0), (m(2), 0), (m(3), 0)])
     newer = lane_member(2, "n" * 32, "p" * 24, "v" * 24)
-    pacer.replace(USER, m(2), newer, 0)
+    pacer.enqueue(USER, newer, 0, replaces=m(2))
     assert pacer.members(USER) == [m(1), newer, m(3)]
 
 
