@@ -47,7 +47,9 @@ def celery_config() -> dict[str, Any]:
             "reconcile": {
                 "task": "spdist.reconcile",
                 "schedule": s.reconcile_every_s,
-                "options": {"expires": max(1.0, s.reconcile_every_s)},
+                # Generous: `expires` is read on the receiving worker's clock against the
+                # beat's; a pass per period is enforced by the task itself (on Redis).
+                "options": {"expires": max(60.0, 10 * s.reconcile_every_s)},
             }
         },
     }

@@ -23,3 +23,8 @@ def lane_wake(user_id: str) -> str:
 def lane_keys(user_id: str) -> list[str]:
     """KEYS of every lane script, in the order the scripts expect."""
     return [lane_queue(user_id), lane_state(user_id), lane_wake(user_id)]
+
+
+def reconcile_turn() -> str:
+    """Held for most of a reconcile period by the pass that runs: later messages skip."""
+    return f"{PREFIX}:reconcile:turn"

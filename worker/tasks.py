@@ -6,18 +6,22 @@ import logging
 
 from celery import Task
 from celery.signals import worker_process_init
+from redis import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import dispatch as dispatch_mod
+from worker import keys
 from worker import reconcile as reconcile_mod
 from worker.celery_app import app
-from worker.context import get_context
+from worker.context import Context, get_context
 from worker.errors import PacerUnavailable
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="spdist.dispatch", bind=True, max_retries=None, acks_late=True)
+# Strategy: ETAs are read on the Redis clock (the pacer's), not this host's (worker/clock.py).
+@app.task(name="spdist.dispatch", bind=True, max_retries=None, acks_late=True,
+          Strategy="worker.clock:strategy")  # fmt: skip
 def dispatch(
     self: Task,
     request_id: str,
@@ -42,8 +46,20 @@ def dispatch(
 
 @app.task(name="spdist.reconcile", acks_late=False)
 def reconcile() -> dict[str, int]:
-    """Send what SQL says is due but no message carries."""
-    return reconcile_mod.reconcile(get_context())
+    """Send what SQL says is due but no message carries; one pass per period, however many
+    reconcile messages arrive (two beats by mistake, a backlog after the workers were down)."""
+    ctx = get_context()
+    if not _take_turn(ctx):
+        return {"skipped": 1}
+    return reconcile_mod.reconcile(ctx)
+
+
+def _take_turn(ctx: Context) -> bool:
+    ttl_ms = max(1, int(ctx.settings.reconcile_every_s * 800))
+    try:
+        return bool(ctx.pacer.redis.set(keys.reconcile_turn(), ctx.worker_name, nx=True, px=ttl_ms))
+    except RedisError:
+        return True  # the pass meets the same error and says so
 
 
 @app.task(name="spdist.enqueue", acks_late=True)
