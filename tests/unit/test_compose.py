@@ -75,3 +75,14 @@ def test_secrets_are_required(compose: dict[str, Any]) -> None:
                 "SPDIST_WEBHOOK_TOKEN", "SPDIST_FLOWER_BASIC_AUTH"):  # fmt: skip
         assert re.search(r"\$\{" + var + r":\?[^}]+\}", text), var
     assert "sk-" not in text
+
+
+def test_workers_get_time_to_finish_a_call_on_sigterm(compose: dict[str, Any]) -> None:
+    """`docker compose stop` sends SIGTERM, then SIGKILL after the grace period: that must
+    cover a call in flight and its recording (the lease), or it ends as `unknown`."""
+    from worker.settings import Settings
+
+    grace = compose["services"]["worker"]["stop_grace_period"]
+    match = re.fullmatch(r"(\d+)s", str(grace))
+    assert match, grace
+    assert int(match[1]) >= Settings().lease_s
