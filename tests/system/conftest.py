@@ -134,12 +134,13 @@ class System:
         policy = {"max_retries": 1, "interval_start": 0.1}
         self.app.send_task(task, kwargs=kwargs, queue="spdist", retry_policy=policy, **options)
 
-    def enqueue(self, user: str, upload: str, project: str | None = None, ctx: Any = None) -> str:
+    def enqueue(self, user: str, upload: str, project: str | None = None, ctx: Any = None,
+                priority: int = 0) -> str:  # fmt: skip
         from worker import distributions
 
         ctx = ctx or self.ctx
         project = project or f"{0xABC000 + USERS.index(user):024x}"
-        new = distributions.validate(ctx, user, project, upload, coalesce=False)
+        new = distributions.validate(ctx, user, project, upload, priority, coalesce=False)
         return distributions.enqueue(ctx, new).id
 
     def backlog(self, per_user: int = 4, start: int = 0) -> list[tuple[str, str]]:

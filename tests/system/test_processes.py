@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -25,7 +26,10 @@ def _in_flight(s: Any) -> tuple[str, int]:
 
 
 def test_kill9_worker_main_process_mid_call(system_factory: Any) -> None:
-    s = system_factory(SPDIST_TEST_LEASE_S="8")
+    # One worker: it holds every lane's next message (ETA) when it dies. Those stay in
+    # Redis's unacked set until the visibility timeout (an hour), so the lanes go on only
+    # because the reconciler wakes them from SQL.
+    s = system_factory(workers=1, SPDIST_TEST_LEASE_S="8")
     _, child = _in_flight(s)
     victim = s.worker_of(child)
     victim.send(signal.SIGKILL)  # the supervisor starts a new one
@@ -58,13 +62,23 @@ def test_worker_clocks_five_minutes_ahead_and_behind(system_factory: Any) -> Non
     skews = [{"SPDIST_TEST_CLOCK_SKEW_S": "300"}, {"SPDIST_TEST_CLOCK_SKEW_S": "-300"}]
     s = system_factory(worker_env=skews)
     made = backlog_plan(4)
-    # Transient failures put requests in `retrying`: next_attempt_at must not follow a skewed clock.
+    # Transient failures put requests in `retrying`: next_attempt_at must not follow a skewed
+    # clock. Slow answers keep claims open for a while: a lease written on a skewed clock
+    # would be expired by the reconciler under a live call.
     flaky = [{"status": 500, "message": "Internal server error"}]
-    s.configure(rules={made[3][1]: list(flaky), made[7][1]: list(flaky)})
+    slow = [{"action": "hang", "seconds": 0.8}]
+    rules = {upload: list(slow) for _, upload in made[::2]}
+    rules.update({made[3][1]: list(flaky), made[7][1]: list(flaky)})
+    s.configure(rules=rules)
     s.backlog(4)
     books = s.settle(120)
     check(s, "worker clocks +5 min and -5 min", books)
     assert books.states == {"succeeded": books.requests}
+    # Both workers took their share: ETAs are read on the Redis clock, so the one behind
+    # does not hold its messages for five minutes.
+    by_worker = Counter(s.worker_of(int(str(a.worker).rsplit(":", 1)[1])).name
+                        for a in s.attempts())  # fmt: skip
+    assert set(by_worker) == {"w1", "w2"}, by_worker
 
 
 def test_two_schedulers_cause_no_double_call(system_factory: Any) -> None:

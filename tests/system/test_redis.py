@@ -10,6 +10,7 @@ import pytest
 from tests.faults import free_port
 from tests.procs import wait_for
 from tests.system.conftest import USERS, check
+from worker.models import State
 
 pytestmark = pytest.mark.system
 
@@ -33,24 +34,43 @@ def test_redis_down_10s_and_back_empty(system_factory: Any) -> None:
     s = system_factory()
     s.backlog(5)
     _calls_reach(s, 3)
+    # Every request already marked published: what Redis loses now only SQL can give back
+    # (the outbox would otherwise re-send the requests it had not marked yet).
+    wait_for(lambda: all(r.published_at or r.state != State.QUEUED for r in s.requests()), 30,
+             "the outbox drained")  # fmt: skip
     s.redis.kill()
+    down_at = time.time()
     time.sleep(10)  # the injected outage
     s.redis.start()
+    up_at = time.time()
     books = s.settle(90)
     check(s, "Redis stopped 10 s, restarted empty", books, max_unknown=2)
     assert books.states == {"succeeded": books.requests}
+    # Fail closed: with no pacer there is no slot. A call fired just before the kill may
+    # land just after it; none may start while Redis is down.
+    assert [c for c in s.calls() if down_at + 0.5 < c["wall"] < up_at] == []
 
 
 def test_outbox_publishes_what_was_accepted_without_redis(system_factory: Any) -> None:
     s = system_factory()
-    s.backlog(4)
+    s.backlog(5)
+    _calls_reach(s, 1)
+    # Urgent requests stored by a process cut off from Redis, while every lane is still busy:
+    # the outbox must put them in their lanes (ahead, by priority), not leave them until
+    # the lanes run dry and the reconciler refills them from SQL.
     cut_off = _context_without_redis(s)
-    late = [s.enqueue(user, f"{0xC00000 + i:024x}", ctx=cut_off) for i, user in enumerate(USERS)]
+    late = {s.enqueue(user, f"{0xC00000 + i:024x}", ctx=cut_off, priority=100): user
+            for i, user in enumerate(USERS)}  # fmt: skip
     unpublished = {r.id for r in s.requests() if r.published_at is None}
     assert set(late) <= unpublished  # stored in SQL, not in Redis: the outbox holds them
     books = s.settle(60)
     check(s, "request accepted while Redis unreachable", books)
     assert books.states == {"succeeded": books.requests}
+    uploads = {r.id: r.upload_id for r in s.requests()}
+    for request_id, user in late.items():
+        order = [c["uploadId"] for c in sorted(s.calls(), key=lambda c: c["wall"])
+                 if c["userId"] == user]  # fmt: skip
+        assert order.index(uploads[request_id]) < len(order) - 2, (user, order)
 
 
 def _context_without_redis(s: Any) -> Any:

@@ -4,6 +4,7 @@ SPDIST_TEST_CLOCK_SKEW_S  shift this process's wall clock (time.time, time.time_
                           datetime.now/utcnow/today) by that many seconds; monotonic clocks
                           and the Redis and Postgres servers' clocks are untouched.
 SPDIST_TEST_LEASE_S       shorten the claim lease so a lease-expiry scenario fits in seconds.
+SPDIST_TEST_CLAIM_GATE    stop one claim just before its SQL (see below).
 """
 
 from __future__ import annotations
@@ -41,3 +42,30 @@ if _LEASE:
     from worker.settings import Settings
 
     Settings.lease_s = property(lambda self: float(_LEASE))  # type: ignore[assignment,method-assign]
+
+_GATE = os.environ.get("SPDIST_TEST_CLAIM_GATE")
+if _GATE:
+    # SPDIST_TEST_CLAIM_GATE=dir: the first claim for the upload named in dir/upload stops
+    # between the reservation and the claim's SQL: it creates dir/at-claim and waits for
+    # dir/go, so a test can cut the database at exactly that point.
+    from pathlib import Path as _Path
+
+    import worker.ledger as _ledger
+
+    _real_claim = _ledger.claim
+
+    def _gated_claim(conn, req, *args, **kwargs):  # type: ignore[no-untyped-def]
+        gate = _Path(_GATE)
+        target = gate / "upload"
+        if target.exists() and target.read_text().strip() == req.upload_id:
+            try:
+                os.close(os.open(gate / "at-claim", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass  # another attempt already stopped here once
+            else:
+                deadline = _time.monotonic() + 30
+                while not (gate / "go").exists() and _time.monotonic() < deadline:
+                    _time.sleep(0.005)
+        return _real_claim(conn, req, *args, **kwargs)
+
+    _ledger.claim = _gated_claim
