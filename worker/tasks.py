@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from celery import Task
 from celery.signals import worker_process_init
@@ -15,8 +16,11 @@ from worker import reconcile as reconcile_mod
 from worker.celery_app import app
 from worker.context import Context, get_context
 from worker.errors import PacerUnavailable
+from worker.outcomes import from_us
+from worker.pacer import US
 
 log = logging.getLogger(__name__)
+RETRY_S = 2.0
 
 
 # Strategy: ETAs are read on the Redis clock (the pacer's), not this host's (worker/clock.py).
@@ -41,7 +45,17 @@ def dispatch(
         log.warning("dispatch of %s postponed: %s", request_id, exc)
         # If Redis is down this retry is lost too; SQL still holds the request and the
         # reconciler sends it again.
-        raise self.retry(exc=exc, countdown=2) from exc
+        raise self.retry(exc=exc, eta=retry_eta(get_context(), RETRY_S)) from exc
+
+
+def retry_eta(ctx: Context, seconds: float) -> datetime:
+    """`seconds` from now on the Redis clock, the one workers read dispatch ETAs on
+    (worker/clock.py); Celery's `countdown` would use this host's clock, minutes off if it
+    is. This host's clock only when Redis cannot be read (the broker is that Redis)."""
+    try:
+        return from_us(ctx.pacer.now_us() + int(seconds * US))
+    except PacerUnavailable:
+        return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 @app.task(name="spdist.reconcile", acks_late=False)

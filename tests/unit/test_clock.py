@@ -81,3 +81,21 @@ def test_dispatch_task_uses_the_strategy() -> None:
     from worker.tasks import dispatch
 
     assert dispatch.Strategy == "worker.clock:strategy"
+
+
+def test_a_postponed_dispatch_retries_on_the_redis_clock() -> None:
+    from types import SimpleNamespace
+
+    from worker.errors import PacerUnavailable
+    from worker.tasks import retry_eta
+
+    redis_now = datetime.now(UTC) + timedelta(seconds=300)  # this host runs 5 min behind
+    pacer = SimpleNamespace(now_us=lambda: int(redis_now.timestamp() * 1e6))
+    eta = retry_eta(SimpleNamespace(pacer=pacer), 2.0)  # type: ignore[arg-type]
+    assert abs((eta - redis_now).total_seconds() - 2.0) < 0.01
+
+    def down() -> int:
+        raise PacerUnavailable("down")
+
+    eta = retry_eta(SimpleNamespace(pacer=SimpleNamespace(now_us=down)), 2.0)  # type: ignore[arg-type]
+    assert abs((eta - datetime.now(UTC)).total_seconds() - 2.0) < 0.1
