@@ -26,7 +26,7 @@ from worker import ledger, outcomes
 from worker.context import Context
 from worker.distributions import kick, member, score
 from worker.errors import PacerUnavailable, StreampixelError
-from worker.ledger import Snapshot
+from worker.ledger import Loaded, Snapshot
 from worker.models import (
     WAITING,
     DistributionRequest,
@@ -54,9 +54,7 @@ class Ticket:
     slot_mono: float
 
 
-def dispatch(
-    ctx: Context, request_id: str, *, due_us: int | None = None, user_id: str = ""
-) -> str:
+def dispatch(ctx: Context, request_id: str, *, due_us: int | None = None, user_id: str = "") -> str:
     """Try to make the call for this request; returns a word saying what happened."""
     with pinned(ctx) as (one, conn):
         return _dispatch(one, conn, request_id, due_us, user_id)
@@ -66,10 +64,13 @@ def dispatch(
 def pinned(ctx: Context) -> Iterator[tuple[Context, Connection]]:
     """One connection, checked out once for the whole dispatch (no pool round trip or
     pre-ping per step), and the context with its sessions on it. No transaction stays
-    open across the sleep or the call: each step commits."""
+    open across the sleep or the call: each step commits. On PostgreSQL every step is one
+    statement, so the connection autocommits: no BEGIN and COMMIT round trips."""
     engine = ctx.sessions.kw["bind"]
     client = ctx.client  # built now, not between the fire and the send
     with engine.connect() as conn:
+        if ledger.one_statement(conn):
+            conn.execution_options(isolation_level="AUTOCOMMIT")
         sessions = sessionmaker(bind=conn, expire_on_commit=False)
         yield replace(ctx, sessions=sessions, _client=client), conn
 
@@ -77,12 +78,13 @@ def pinned(ctx: Context) -> Iterator[tuple[Context, Connection]]:
 def _dispatch(
     ctx: Context, conn: Connection, request_id: str, due_us: int | None, user_id: str
 ) -> str:
-    req = ledger.load(conn, request_id)
-    if req is None:
+    loaded = ledger.load(conn, request_id)
+    if loaded is None:
         log.warning("dispatch message for unknown request %s dropped", request_id)
         if user_id:
             _drop_ghost(ctx, user_id, request_id)
         return "unknown"
+    req = loaded.request
     if not _dispatchable(ctx, req):
         if req.state not in WAITING:
             ctx.pacer.remove(req.user_id, member(req))
@@ -91,9 +93,7 @@ def _dispatch(
     if ctx.keyring.get(req.user_id) is None:
         _fail_without_call(ctx, req, "no API key is configured for this userId")
         return "no-key"
-    if due_us is not None:
-        _wait_if_early(ctx, due_us)
-    ticket_or_word = _reserve(ctx, conn, req)
+    ticket_or_word = _reserve(ctx, conn, loaded, due_us)
     if isinstance(ticket_or_word, str):
         return ticket_or_word
     return _dispatch_reserved(ctx, conn, req, ticket_or_word)
@@ -108,15 +108,17 @@ def _dispatch_reserved(ctx: Context, conn: Connection, req: Snapshot, ticket: Ti
     if number is None:
         _release(ctx, req, ticket)
         return "claimed-elsewhere"
-    fired_us = _fire(ctx, req, ticket)
-    if fired_us is None:
+    fired = _fire(ctx, req, ticket)
+    if fired is None:
         _unclaim(conn, req, number)
         ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token, action="requeue",
                          score=score(req))  # fmt: skip
         kick(ctx, req.user_id)
         return "slot-missed"
+    fired_us, waiting = fired
     result = _call(ctx, req)
-    _wake_next(ctx, req)
+    if waiting:
+        _wake_next(ctx, req)
     plan = outcomes.plan(ctx.settings, req, result, fired_us)
     recorded = _record(ctx, conn, req, number, plan)
     _settle(ctx, req, ticket, plan)
@@ -144,24 +146,42 @@ def _dispatchable(ctx: Context, req: Snapshot) -> bool:
     return req.next_attempt_at is None or req.next_attempt_at <= horizon
 
 
-def _wait_if_early(ctx: Context, due_us: int) -> None:
+def _waited_if_early(due_us: int, now_us: int) -> bool:
     """A message run well before its due time (by Redis's clock) waits here, bounded."""
-    early_s = (due_us - ctx.pacer.now_us()) / US
-    if early_s > 0.5:
-        log.warning("dispatch message ran %.1f s early: is this worker's clock ahead?", early_s)
-        time.sleep(min(early_s, MAX_IN_TASK_WAIT_S))
+    early_s = (due_us - now_us) / US
+    if early_s <= 0.5:
+        return False
+    log.warning("dispatch message ran %.1f s early: is this worker's clock ahead?", early_s)
+    time.sleep(min(early_s, MAX_IN_TASK_WAIT_S))
+    return True
 
 
-def _reserve(ctx: Context, conn: Connection, req: Snapshot) -> Ticket | str:
+def _reserve(ctx: Context, conn: Connection, loaded: Loaded, due_us: int | None) -> Ticket | str:
+    req = loaded.request
     token, m = uuid.uuid4().hex, member(req)
-    reply = ctx.pacer.reserve(req.user_id, m, score(req), token)
-    if reply.kind == "floor":
-        floor = _restore_lane(ctx, conn, req.user_id, reply.now_us)
-        reply = ctx.pacer.reserve(req.user_id, m, score(req), token, floor)
+    reply = _ask(ctx, conn, loaded, m, token)
+    if (
+        reply.kind in ("wait", "busy")
+        and due_us is not None
+        and _waited_if_early(due_us, reply.now_us)
+    ):
+        reply = _ask(ctx, conn, loaded, m, token)
     if reply.kind == "granted":
         mono = time.monotonic() + (reply.value - reply.now_us) / US
         return Ticket(token, m, reply.value, mono)
     return _not_granted(ctx, req, reply)
+
+
+def _ask(ctx: Context, conn: Connection, loaded: Loaded, m: str, token: str) -> Reply:
+    """Reserve; the request read with its lane's floor, so a lane with nothing else waiting
+    and no Redis state (new, idle for long, or Redis emptied) costs one script call."""
+    req = loaded.request
+    floor = loaded.floor_us if loaded.alone else None
+    reply = ctx.pacer.reserve(req.user_id, m, score(req), token, floor, floor_if_missing=True)
+    if reply.kind == "floor":
+        floor = _restore_lane(ctx, conn, req.user_id, reply.now_us)
+        reply = ctx.pacer.reserve(req.user_id, m, score(req), token, floor)
+    return reply
 
 
 def _not_granted(ctx: Context, req: Snapshot, reply: Reply) -> str:
@@ -203,8 +223,9 @@ def _unclaim(conn: Connection, req: Snapshot, number: int) -> None:
         log.exception("could not undo claim of %s; its lease will expire", req.id)
 
 
-def _fire(ctx: Context, req: Snapshot, ticket: Ticket) -> int | None:
-    """Sleep until the slot, then take it; the Redis time of firing, or None (no call)."""
+def _fire(ctx: Context, req: Snapshot, ticket: Ticket) -> tuple[int, int] | None:
+    """Sleep until the slot, then take it; the Redis time of firing and the entries left in
+    the lane, or None (no call)."""
     target = ticket.slot_mono
     for _ in range(20):
         delay = target - time.monotonic()
@@ -216,7 +237,7 @@ def _fire(ctx: Context, req: Snapshot, ticket: Ticket) -> int | None:
             log.warning("no call for %s: %s", req.id, exc)
             return None
         if reply.kind == "fired":
-            return reply.now_us
+            return reply.now_us, reply.value
         if reply.kind != "early":
             log.warning("no call for %s: slot %s", req.id, reply.kind)
             return None
@@ -284,7 +305,8 @@ def _settle(ctx: Context, req: Snapshot, ticket: Ticket, plan: outcomes.Plan) ->
 
 def _wake_next(ctx: Context, req: Snapshot) -> None:
     """The next head's message goes out before this answer is recorded, so a slow
-    database write or a slow answer never delays the next slot; a 429 re-wakes this one."""
+    database write or a slow answer never delays the next slot; a 429 re-wakes this one.
+    Skipped when fire left the lane empty: a request enqueued since wakes the lane itself."""
     try:
         kick(ctx, req.user_id)
     except PacerUnavailable as exc:

@@ -10,9 +10,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 
-from worker.models import WAITING, DistributionAttempt, DistributionRequest, State
+from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
 
 REQUESTS = cast(Table, DistributionRequest.__table__)
 ATTEMPTS = cast(Table, DistributionAttempt.__table__)
@@ -37,11 +48,28 @@ class Snapshot:
     processing_since: datetime | None
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What a dispatch reads first, in one statement: the request, its lane's floor (the
+    latest `lane_free_us` of the user's attempts, 0 if none) and whether it is the only
+    waiting request of its lane (then a lane without Redis state needs no refill)."""
+
+    request: Snapshot
+    floor_us: int
+    alone: bool
+
+
 COLUMNS = [getattr(R, name) for name in Snapshot.__dataclass_fields__]
 
-LOAD = select(*COLUMNS).where(R.id == bindparam("rid"))
-
 FLOOR = select(func.max(A.lane_free_us)).where(A.user_id == bindparam("uid"))
+
+_OTHER = REQUESTS.alias("other")
+LOAD = select(
+    *COLUMNS,
+    select(func.max(A.lane_free_us)).where(A.user_id == R.user_id).scalar_subquery(),
+    exists().where(_OTHER.c.user_id == R.user_id, _OTHER.c.state.in_(WAITING),
+                   _OTHER.c.id != R.id),
+).where(R.id == bindparam("rid"))  # fmt: skip
 
 # The lane's waiting requests, each row carrying the floor too: one round trip.
 WAITING_IN_LANE = select(*COLUMNS, FLOOR.scalar_subquery()).where(
@@ -71,7 +99,12 @@ UNCLAIM_REQUEST = (
     .where(
         R.id == bindparam("rid"), R.state == State.DISPATCHING, R.attempt_count == bindparam("n")
     )
-    .values(state=bindparam("back_to"), attempt_count=bindparam("was"), lease_expires_at=None)
+    .values(
+        state=bindparam("back_to"),
+        attempt_count=bindparam("was"),
+        lease_expires_at=None,
+        updated_at=bindparam("now"),
+    )
 )
 
 DROP_ATTEMPT = delete(ATTEMPTS).where(A.request_id == bindparam("rid"), A.number == bindparam("n"))
@@ -104,6 +137,31 @@ COMPLETE_ATTEMPT = (
     )
 )
 
+# PostgreSQL: each of claim, record and unclaim as ONE statement (writable CTEs), so on an
+# autocommit connection each is one round trip and still all-or-nothing.
+_CLAIMED = CLAIM.returning(R.id, R.user_id, R.attempt_count).cte("claimed")
+CLAIM_ONE_STATEMENT = (
+    insert(ATTEMPTS)
+    .from_select(
+        ["request_id", "number", "user_id", "started_at", "slot_us", "lane_free_us", "worker"],
+        select(_CLAIMED.c.id, _CLAIMED.c.attempt_count, _CLAIMED.c.user_id,
+               bindparam("started_at", type_=A.started_at.type),
+               bindparam("slot_us", type_=A.slot_us.type),
+               bindparam("lane_free_us", type_=A.lane_free_us.type),
+               bindparam("worker", type_=A.worker.type)),
+    )
+    .add_cte(_CLAIMED)
+    .returning(A.number)
+)  # fmt: skip
+
+_MOVED = MOVE.returning(R.id).cte("moved")
+RECORD_ONE_STATEMENT = (
+    COMPLETE_ATTEMPT.where(A.request_id.in_(select(_MOVED.c.id))).add_cte(_MOVED).returning(A.id)
+)
+
+_DROPPED = DROP_ATTEMPT.returning(literal_column("1")).cte("dropped")
+UNCLAIM_ONE_STATEMENT = UNCLAIM_REQUEST.add_cte(_DROPPED)
+
 
 OLDEST_QUEUED_OF_PROJECT = (
     select(R.id)
@@ -123,6 +181,25 @@ SUPERSEDE = (
 
 INSERT_REQUEST = insert(REQUESTS)
 
+# PostgreSQL: supersede and insert as ONE statement; the new row takes the old one's seq.
+NEW_REQUEST_COLUMNS = ("id", "user_id", "project_id", "upload_id", "priority", "coalesce",
+                       "seq", "state", "created_at", "updated_at", "attempt_count",
+                       "failures", "idempotency_key", "request_hash")  # fmt: skip
+_OLD = SUPERSEDE.cte("old")
+
+
+def _new_value(name: str) -> Any:
+    value = bindparam(f"new_{name}", type_=REQUESTS.c[name].type)
+    return func.coalesce(select(_OLD.c.seq).scalar_subquery(), value) if name == "seq" else value
+
+
+SUPERSEDE_AND_INSERT = (
+    insert(REQUESTS)
+    .from_select(NEW_REQUEST_COLUMNS, select(*(_new_value(n) for n in NEW_REQUEST_COLUMNS)))
+    .add_cte(_OLD)
+    .returning(*(select(c).scalar_subquery().label(c.name) for c in _OLD.c))
+)
+
 
 def supersede(conn: Connection, new: dict[str, Any]) -> Any:
     """Mark the project's oldest queued request superseded by `new`; (id, seq, project_id,
@@ -132,16 +209,32 @@ def supersede(conn: Connection, new: dict[str, Any]) -> Any:
     return conn.execute(SUPERSEDE, params).first()
 
 
+def supersede_and_insert(conn: Connection, values: dict[str, Any]) -> Any:
+    """`supersede` then `insert_request` (taking the old seq) in one statement; PostgreSQL."""
+    params = {f"new_{n}": values[n] for n in NEW_REQUEST_COLUMNS}
+    params.update(pid=values["project_id"], uid=values["user_id"], by=values["id"],
+                  now=values["updated_at"])  # fmt: skip
+    row = conn.execute(SUPERSEDE_AND_INSERT, params).one()
+    return row if row[0] is not None else None
+
+
 def insert_request(conn: Connection, values: dict[str, Any]) -> None:
     """Store a new request."""
     conn.execute(INSERT_REQUEST, values)
 
 
-def load(conn: Connection, request_id: str) -> Snapshot | None:
-    """The request, or None."""
+def one_statement(conn: Connection) -> bool:
+    """Whether this connection runs claim, record and unclaim as single statements."""
+    return conn.dialect.name == "postgresql"
+
+
+def load(conn: Connection, request_id: str) -> Loaded | None:
+    """The request with its lane's floor, or None."""
     row = conn.execute(LOAD, {"rid": request_id}).first()
     conn.commit()
-    return Snapshot(*row) if row is not None else None
+    if row is None:
+        return None
+    return Loaded(Snapshot(*row[:-2]), int(row[-2] or 0), not row[-1])
 
 
 def waiting_and_floor(conn: Connection, user_id: str) -> tuple[list[Snapshot], int]:
@@ -159,6 +252,11 @@ def claim(conn: Connection, req: Snapshot, now: datetime, lease: datetime,
     params = {"rid": req.id, "was": req.attempt_count, "number": number, "lease": lease,
               "now": now}  # fmt: skip
     try:
+        if one_statement(conn):
+            done = conn.execute(CLAIM_ONE_STATEMENT, {**params, **attempt, "started_at": now})
+            claimed = done.first() is not None
+            conn.commit()
+            return number if claimed else None
         if conn.execute(CLAIM, params).rowcount != 1:
             conn.rollback()
             return None
@@ -173,10 +271,14 @@ def claim(conn: Connection, req: Snapshot, now: datetime, lease: datetime,
 
 def unclaim(conn: Connection, req: Snapshot, number: int) -> None:
     """No call was made: drop the attempt row, put the request back as it was."""
+    back = {"rid": req.id, "n": number, "back_to": req.state, "was": number - 1,
+            "now": utcnow()}  # fmt: skip
     try:
-        conn.execute(DROP_ATTEMPT, {"rid": req.id, "n": number})
-        conn.execute(UNCLAIM_REQUEST, {"rid": req.id, "n": number, "back_to": req.state,
-                                       "was": number - 1})  # fmt: skip
+        if one_statement(conn):
+            conn.execute(UNCLAIM_ONE_STATEMENT, back)
+        else:
+            conn.execute(DROP_ATTEMPT, {"rid": req.id, "n": number})
+            conn.execute(UNCLAIM_REQUEST, back)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -188,12 +290,17 @@ def record(conn: Connection, req: Snapshot, number: int, now: datetime,
     """Move the request and complete its attempt, fenced by the attempt number."""
     moved = {"failures": req.failures, "processing_since": req.processing_since,
              **request_values}  # fmt: skip
+    params = {"rid": req.id, "n": number, "now": now}
     try:
-        if conn.execute(MOVE, {"rid": req.id, "n": number, "now": now, **moved}).rowcount != 1:
+        if one_statement(conn):
+            done = conn.execute(RECORD_ONE_STATEMENT, {**params, **moved, **attempt_values})
+            recorded = done.first() is not None
+            conn.commit()
+            return recorded
+        if conn.execute(MOVE, {**params, **moved}).rowcount != 1:
             conn.rollback()
             return False
-        conn.execute(COMPLETE_ATTEMPT, {"rid": req.id, "n": number, "now": now,
-                                        **attempt_values})  # fmt: skip
+        conn.execute(COMPLETE_ATTEMPT, {**params, **attempt_values})
         conn.commit()
     except BaseException:
         conn.rollback()

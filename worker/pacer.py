@@ -122,18 +122,29 @@ class Pacer:
         return self._call(lambda: script(keys=keys.lane_keys(user_id), args=list(args)))
 
     def reserve(
-        self, user_id: str, member: str, score: int, token: str, floor_us: int | None = None
+        self,
+        user_id: str,
+        member: str,
+        score: int,
+        token: str,
+        floor_us: int | None = None,
+        *,
+        floor_if_missing: bool = False,
     ) -> Reply:
-        """Ask for the next slot for `member`; see reserve.lua for the answers."""
+        """Ask for the next slot for `member`; see reserve.lua for the answers.
+
+        `floor_us` sets next_free when the lane has no state, and otherwise raises it; with
+        `floor_if_missing` it only stands in for a missing state (no "floor" answer then)."""
         floor = "" if floor_us is None else str(int(floor_us))
         raw = self._run(
-            self._reserve, user_id, member, score, token,
-            self.lead_us, self.max_late_us, floor, self.state_ttl_ms,
+            self._reserve, user_id, member, score, token, self.lead_us, self.max_late_us,
+            floor, self.state_ttl_ms, "1" if floor_if_missing else "0",
         )  # fmt: skip
         return _reply(raw)
 
     def fire(self, user_id: str, member: str, token: str) -> Reply:
-        """Take the reserved slot now; `fired` means the call may be sent."""
+        """Take the reserved slot now; `fired` means the call may be sent (its value: the
+        entries left in the lane)."""
         raw = self._run(self._fire, user_id, member, token, self.gap_us, self.state_ttl_ms)
         return _reply(raw)
 
@@ -157,9 +168,7 @@ class Pacer:
         """The head that needs a dispatch message now, marking it as sent; None if none."""
         return self._wake_run(user_id, force=force).wake
 
-    def enqueue(
-        self, user_id: str, member: str, score: int, replaces: str | None = None
-    ) -> Placed:
+    def enqueue(self, user_id: str, member: str, score: int, replaces: str | None = None) -> Placed:
         """Put a new request in its lane (instead of `replaces`) and wake the lane: one trip."""
         return self._wake_run(user_id, add=(member, score), replaces=replaces)
 
@@ -187,9 +196,7 @@ class Pacer:
             return []
         prefix, wake_suffix = keys.lane_wake("\0").split("\0")
         queue_suffix = keys.lane_queue("\0").split("\0")[1]
-        raw = self._call(
-            lambda: self._idle(args=[prefix, wake_suffix, queue_suffix, *user_ids])
-        )
+        raw = self._call(lambda: self._idle(args=[prefix, wake_suffix, queue_suffix, *user_ids]))
         return [(_text(raw[i]), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def add(self, user_id: str, entries: Iterable[tuple[str, int]]) -> None:
@@ -227,6 +234,6 @@ def _reply(raw: list[Any]) -> Reply:
     value: Any = raw[2] if len(raw) > 2 else None
     if isinstance(value, bytes):
         value = value.decode()
-    if kind in ("wait", "busy", "granted", "early"):
+    if kind in ("wait", "busy", "granted", "early", "fired"):
         value = int(value)
     return Reply(kind, int(raw[1]), value)

@@ -2,6 +2,8 @@
 -- KEYS[1] lane queue (zset)  KEYS[2] lane state (hash)  KEYS[3] lane wake (string)
 -- ARGV[1] member  ARGV[2] score (-priority)  ARGV[3] token (unique per try)
 -- ARGV[4] lead_us  ARGV[5] max_late_us  ARGV[6] floor_us ("" when unknown)  ARGV[7] state_ttl_ms
+-- ARGV[8] "1": floor_us only stands in for a missing state (a lane SQL says needs no refill),
+--   it does not raise an existing next_free
 -- Returns {"floor", now} when the pacer state is gone and SQL must give a floor,
 -- {"behind", now, head}, {"busy", now, hold_until}, {"wait", now, next_free}
 -- or {"granted", now, slot}. Times are microseconds on the Redis server's clock.
@@ -12,7 +14,7 @@ local lead, max_late = tonumber(ARGV[4]), tonumber(ARGV[5])
 if redis.call('EXISTS', KEYS[2]) == 0 then
   if ARGV[6] == '' then return {'floor', now} end
   redis.call('HSET', KEYS[2], 'next_free', ARGV[6])
-elseif ARGV[6] ~= '' then
+elseif ARGV[6] ~= '' and ARGV[8] ~= '1' then
   local nf0 = tonumber(redis.call('HGET', KEYS[2], 'next_free') or '0')
   if tonumber(ARGV[6]) > nf0 then redis.call('HSET', KEYS[2], 'next_free', ARGV[6]) end
 end

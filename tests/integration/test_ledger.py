@@ -1,0 +1,99 @@
+"""The dispatch's SQL on both databases: on PostgreSQL claim, record, unclaim and enqueue are
+single statements on an autocommit connection; their effects must match SQLite's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Connection, select
+
+from worker import ledger
+from worker.db import make_engine
+from worker.ledger import ATTEMPTS, REQUESTS
+from worker.models import State, new_id, utcnow
+
+USER = "1" * 24
+
+
+def _connection(db_url: str) -> tuple[object, Connection]:
+    engine = make_engine(db_url)
+    conn = engine.connect()
+    if ledger.one_statement(conn):
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+    return engine, conn
+
+
+def _insert(conn: Connection, project: str, *, coalesce: bool = True) -> tuple[str, object]:
+    now = utcnow()
+    values = {"id": new_id(), "user_id": USER, "project_id": project, "upload_id": "c" * 24,
+              "priority": 0, "coalesce": coalesce, "seq": now.timestamp() * 1e6 // 1,
+              "state": State.QUEUED, "created_at": now, "updated_at": now, "attempt_count": 0,
+              "failures": 0, "idempotency_key": None, "request_hash": None}  # fmt: skip
+    values["seq"] = int(values["seq"])
+    if ledger.one_statement(conn):
+        old = ledger.supersede_and_insert(conn, values)
+    else:
+        with conn.begin():
+            old = ledger.supersede(conn, values)
+            if old is not None:
+                values["seq"] = old.seq
+            ledger.insert_request(conn, values)
+    conn.commit()
+    return values["id"], old
+
+
+def test_claim_unclaim_record_are_fenced(db_url: str) -> None:
+    engine, conn = _connection(db_url)
+    try:
+        rid, _ = _insert(conn, "a" * 24)
+        loaded = ledger.load(conn, rid)
+        assert loaded is not None and loaded.alone and loaded.floor_us == 0
+        snap = loaded.request
+        lease = utcnow() + timedelta(seconds=60)
+        attempt = {"slot_us": 1, "lane_free_us": 7, "worker": "w"}
+        number = ledger.claim(conn, snap, utcnow(), lease, attempt)
+        assert number == 1
+        assert ledger.claim(conn, snap, utcnow(), lease, attempt) is None  # already claimed
+        ledger.unclaim(conn, snap, number)
+        back = ledger.load(conn, rid)
+        assert back is not None and back.request.state == State.QUEUED
+        assert back.request.attempt_count == 0
+        assert conn.execute(select(ATTEMPTS.c.id)).all() == []
+
+        number = ledger.claim(conn, snap, utcnow(), lease, attempt)
+        assert number == 1
+        moved = {"state": State.SUCCEEDED, "last_message": "ok", "next_attempt_at": None}
+        done = {"http_status": 200, "outcome": "triggered", "message": "ok", "lane_free_us": 9}
+        assert not ledger.record(conn, snap, number + 1, utcnow(), moved, done)
+        assert ledger.record(conn, snap, number, utcnow(), moved, done)
+        assert not ledger.record(conn, snap, number, utcnow(), moved, done)  # fenced
+        row = conn.execute(select(ATTEMPTS.c.outcome, ATTEMPTS.c.lane_free_us)).one()
+        assert tuple(row) == ("triggered", 9)
+        state = conn.execute(select(REQUESTS.c.state, REQUESTS.c.lease_expires_at)).one()
+        assert tuple(state) == (State.SUCCEEDED, None)
+        loaded = ledger.load(conn, rid)
+        assert loaded is not None and loaded.floor_us == 9
+    finally:
+        conn.close()
+        engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_enqueue_supersedes_the_queued_request_of_the_project(db_url: str) -> None:
+    engine, conn = _connection(db_url)
+    try:
+        first, old = _insert(conn, "a" * 24)
+        assert old is None
+        second, old = _insert(conn, "a" * 24)
+        assert old is not None and old.id == first
+        rows = dict(conn.execute(select(REQUESTS.c.id, REQUESTS.c.state)).all())
+        assert rows == {first: State.SUPERSEDED, second: State.QUEUED}
+        seqs = conn.execute(select(REQUESTS.c.seq).distinct()).all()
+        assert len(seqs) == 1  # the new request took the old one's place
+        loaded = ledger.load(conn, second)
+        assert loaded is not None and loaded.alone
+        other, _ = _insert(conn, "b" * 24)
+        loaded = ledger.load(conn, other)
+        assert loaded is not None and not loaded.alone
+    finally:
+        conn.close()
+        engine.dispose()  # type: ignore[attr-defined]
