@@ -206,15 +206,20 @@ def queued_item(ctx: Context, session: Session, req: DistributionRequest) -> Lan
     """A queued request's place in its lane with one COUNT: what `lane()` gives, cheaply."""
     start = next_slot_at(ctx, session, req.user_id)
     r = DistributionRequest
-    ahead = session.scalar(
-        select(func.count()).select_from(r).where(
-            r.user_id == req.user_id,
-            r.state.in_(WAITING),
-            r.id != req.id,
-            or_(r.next_attempt_at.is_(None), r.next_attempt_at <= start),
-            or_(r.priority > req.priority, and_(r.priority == req.priority, r.seq < req.seq)),
+    ahead = (
+        session.scalar(
+            select(func.count())
+            .select_from(r)
+            .where(
+                r.user_id == req.user_id,
+                r.state.in_(WAITING),
+                r.id != req.id,
+                or_(r.next_attempt_at.is_(None), r.next_attempt_at <= start),
+                or_(r.priority > req.priority, and_(r.priority == req.priority, r.seq < req.seq)),
+            )
         )
-    ) or 0
+        or 0
+    )
     gap = timedelta(seconds=ctx.settings.min_interval_s + ctx.settings.guard_s)
     return LaneItem(req, ahead + 1, start + ahead * gap)
 

@@ -46,4 +46,3 @@ def streampixel(
         announce = request.app.state.announce_webhook
         background.add_task(announce, event_id, body.event, body.uploadId, body.projectId)
     return Response(status_code=204)
-
