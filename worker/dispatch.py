@@ -39,6 +39,9 @@ from worker.streampixel import Triggered
 
 log = logging.getLogger(__name__)
 
+# A message run a little before its slot's lead (a timer or a clock offset off by a few ms)
+# waits out the rest in the task: going round the broker again would cost a second execution.
+SHORT_WAIT_S = 0.5
 # An early message (a worker whose clock runs ahead) waits in the task up to this long
 # rather than bouncing through the broker again and again.
 MAX_IN_TASK_WAIT_S = 60.0
@@ -146,25 +149,28 @@ def _dispatchable(ctx: Context, req: Snapshot) -> bool:
     return req.next_attempt_at is None or req.next_attempt_at <= horizon
 
 
-def _waited_if_early(due_us: int, now_us: int) -> bool:
-    """A message run well before its due time (by Redis's clock) waits here, bounded."""
-    early_s = (due_us - now_us) / US
-    if early_s <= 0.5:
-        return False
+def _pause_s(ctx: Context, reply: Reply, due_us: int | None) -> float:
+    """How long to wait in the task before asking again; 0 hands the lane on instead."""
+    if reply.kind == "wait":
+        to_grant_s = (reply.value - ctx.pacer.lead_us - reply.now_us) / US
+        if to_grant_s <= SHORT_WAIT_S:
+            return max(to_grant_s, 0.0)
+    if reply.kind not in ("wait", "busy") or due_us is None:
+        return 0.0
+    early_s = (due_us - reply.now_us) / US  # run well before its due time, by Redis's clock
+    if early_s <= SHORT_WAIT_S:
+        return 0.0
     log.warning("dispatch message ran %.1f s early: is this worker's clock ahead?", early_s)
-    time.sleep(min(early_s, MAX_IN_TASK_WAIT_S))
-    return True
+    return min(early_s, MAX_IN_TASK_WAIT_S)
 
 
 def _reserve(ctx: Context, conn: Connection, loaded: Loaded, due_us: int | None) -> Ticket | str:
     req = loaded.request
     token, m = uuid.uuid4().hex, member(req)
     reply = _ask(ctx, conn, loaded, m, token)
-    if (
-        reply.kind in ("wait", "busy")
-        and due_us is not None
-        and _waited_if_early(due_us, reply.now_us)
-    ):
+    pause_s = _pause_s(ctx, reply, due_us)
+    if pause_s > 0:
+        time.sleep(pause_s)
         reply = _ask(ctx, conn, loaded, m, token)
     if reply.kind == "granted":
         mono = time.monotonic() + (reply.value - reply.now_us) / US

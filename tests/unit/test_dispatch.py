@@ -223,3 +223,27 @@ def test_redis_down_means_no_call_and_nothing_lost(make: Callable[..., Harness])
     h.redis.delete(keys.lane_wake(USER))  # the lost message's marker expires
     reconcile.reconcile(h.ctx)
     assert h.run_messages() == ["triggered"]
+
+
+def test_message_run_just_before_its_slot_waits_instead_of_going_round(
+    make: Callable[..., Harness],
+) -> None:
+    """A timer or clock offset a few ms off runs a message before the slot's lead: it waits
+    the rest in the task, one execution, rather than republishing itself."""
+    sent_at: list[float] = []
+
+    def responder(request: httpx.Request) -> httpx.Response:
+        sent_at.append(time.monotonic())
+        return ok(request)
+
+    h = make(responder)
+    h.enqueue()
+    second = h.enqueue(upload=UPLOAD2, coalesce=False)
+    assert h.run_messages(limit=1) == ["triggered"]
+    [(_, wake)] = h.sent
+    h.sent.clear()
+    assert wake.delay_s > 0.02
+    time.sleep(wake.delay_s - 0.02)  # 20 ms before it is due
+    assert dispatch(h.ctx, second) == "triggered"
+    assert h.sent == [] and len(h.calls) == 2
+    assert sent_at[1] - sent_at[0] >= h.settings.min_interval_s
