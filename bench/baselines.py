@@ -26,6 +26,16 @@ celery_app.conf.update(
     task_ignore_result=True,
     broker_connection_retry_on_startup=True,
 )
+# BENCH_WORKER_SETTINGS=spdist: the worker settings spdist runs with (late acks, prefetch 1,
+# task events for Flower), so the throughput baseline is "a bare task on the same workers";
+# unset: Celery's defaults (early acks, prefetch 4, no events), reported beside it.
+WORKER_SETTINGS = ("task_acks_late", "task_reject_on_worker_lost", "worker_prefetch_multiplier",
+                   "worker_send_task_events", "task_send_sent_event")  # fmt: skip
+if os.environ.get("BENCH_WORKER_SETTINGS") == "spdist":
+    from worker.celery_app import celery_config
+
+    spdist = celery_config()
+    celery_app.conf.update({name: spdist[name] for name in WORKER_SETTINGS})
 
 
 @lru_cache

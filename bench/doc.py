@@ -43,7 +43,12 @@ same run, same broker, same worker count.
    (about 1,400 of the 5,000 at today's rate; all 5,000 stay waiting in their lanes, so the
    reconciler still walks 5,000 lanes): a full drain takes ~2 minutes per database and would
    not fit the 5-minute budget. **Baseline**: `bench.post`, a bare task making only the
-   same POST, 5,000 messages on the same broker, the same 2 worker nodes.
+   same POST, 5,000 messages on the same broker, the same 2 worker nodes run with the worker
+   settings spdist's own workers have (`task_acks_late`, `task_reject_on_worker_lost`,
+   `worker_prefetch_multiplier=1`, task events on for Flower; taken from
+   `worker.celery_app.celery_config`), so the ratio is the cost of spdist's dispatch, not of
+   Celery's durability settings. The same task on Celery's defaults (early ack, prefetch 4,
+   no events) is run too and shown beside it, for scale.
 3. **Enqueue API.** `POST /v1/distributions` from a separate process: 32 concurrent
    `httpx.AsyncClient`s, 1 s warm-up, then 5 s measured; each body a new project of one of
    100 users (PostgreSQL, private Redis, no workers running). **Baseline**: a bare FastAPI

@@ -49,6 +49,10 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 r = t[db]["rate"]
                 out.append(Row("2 throughput", f"dispatches/s, {db}, {t[db]['calls']} calls (ratio)", f"{_f(r)} ({_f(r / base, '.2f')})",
                                _f(base), "≥ 0.5 × baseline", r >= 0.5 * base))  # fmt: skip
+        if "baseline_celery_defaults" in t:
+            d = t["baseline_celery_defaults"]["rate"]
+            out.append(Row("2 throughput", "dispatches/s, bare task on Celery's defaults (early ack, prefetch 4, no events)",
+                           "—", f"{_f(d)} ({_f(d / base, '.2f')} × baseline)", "", None))  # fmt: skip
     if "api" in results:
         a, s, b = "3 enqueue API", results["api"]["spdist"], results["api"]["baseline"]
         out += [

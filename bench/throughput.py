@@ -54,8 +54,10 @@ def _result(got: list[dict[str, Any]], executions: int, seeded_s: float) -> dict
     }
 
 
-def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str) -> dict[str, Any]:
-    """Messages first, then the workers: the rate is the workers', not the publisher's."""
+def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str) -> dict[str, Any]:
+    """Messages first, then the workers: the rate is the workers', not the publisher's.
+    settings "spdist": the workers run with spdist's worker settings (bench/baselines.py);
+    "celery": with Celery's defaults."""
     from bench.baselines import celery_app
 
     reset_redis(ws.redis_url)
@@ -68,8 +70,8 @@ def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str) -> dict[str, 
                                  queue="bench", producer=producer)  # fmt: skip
     seeded = time.monotonic() - t0
     env = env_for("sqlite://", ws, sp_url, 1.0)
-    env.update(BENCH_BROKER_URL=ws.redis_url, BENCH_SP_URL=sp_url)
-    procs = start_nodes("bare", size.nodes, size.concurrency, env, ws.logs("tp-baseline"), "b")
+    env.update(BENCH_BROKER_URL=ws.redis_url, BENCH_SP_URL=sp_url, BENCH_WORKER_SETTINGS=settings)
+    procs = start_nodes("bare", size.nodes, size.concurrency, env, ws.logs(f"tp-bare-{settings}"), "b")
     try:
         got = wait_calls(sp_url, size.requests, size.timeout_s, every=1.0)
         time.sleep(0.5)
@@ -124,13 +126,16 @@ def _calls_within(sp_url: str, size: ThroughputSize) -> list[dict[str, Any]]:
 
 
 def run(ws: Workspace, size: ThroughputSize) -> dict[str, Any]:
-    """Baseline, then spdist on Postgres, then on SQLite, against one fake server."""
+    """The bare task on spdist's worker settings (the baseline) and on Celery's defaults, then
+    spdist on Postgres, then on SQLite, against one fake server."""
     fake, sp_url = start_fake(ws.logs("throughput"), interval_s=1.0)
     try:
-        baseline = run_baseline(ws, size, sp_url)
+        baseline = run_baseline(ws, size, sp_url, "spdist")
+        defaults = run_baseline(ws, size, sp_url, "celery")
         with postgres_db() as db:
             postgres = run_spdist(ws, size, sp_url, db)
         sqlite = run_spdist(ws, size, sp_url, sqlite_db(ws.folder, "throughput.db"))
     finally:
         fake.stop()
-    return {"size": size, "baseline": baseline, "postgres": postgres, "sqlite": sqlite}
+    return {"size": size, "baseline": baseline, "baseline_celery_defaults": defaults,
+            "postgres": postgres, "sqlite": sqlite}  # fmt: skip
