@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.settings import get_settings
@@ -24,7 +25,32 @@ def make_engine(url: str, **kw: Any) -> Engine:
         return engine
     if "poolclass" not in kw:
         kw.update(pool_size=5, max_overflow=5)
-    return create_engine(url, pool_pre_ping=True, **kw)
+    engine = create_engine(url, **kw)
+    event.listen(engine, "checkin", _note_checkin)
+    dialect = engine.dialect
+
+    def ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        """SQLAlchemy's pre-ping (the dialect's own ping), for connections that sat idle."""
+        if time.monotonic() - record.info.get("checked_in", 0.0) < PING_IF_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as err:  # the pool retries the checkout on a new connection
+            raise exc.DisconnectionError(f"stale connection: {err}") from err
+
+    event.listen(engine, "checkout", ping_if_idle)
+    return engine
+
+
+# A connection back in the pool less than this long ago is handed out without a ping:
+# `pool_pre_ping` pinged on every checkout, one more round trip on every enqueue and
+# dispatch. One that went stale within this window fails its statement; SQLAlchemy then
+# invalidates the pool, and the caller's own error handling (503, task retry) applies.
+PING_IF_IDLE_S = 1.0
+
+
+def _note_checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info["checked_in"] = time.monotonic()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
