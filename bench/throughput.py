@@ -71,7 +71,8 @@ def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str
     seeded = time.monotonic() - t0
     env = env_for("sqlite://", ws, sp_url, 1.0)
     env.update(BENCH_BROKER_URL=ws.redis_url, BENCH_SP_URL=sp_url, BENCH_WORKER_SETTINGS=settings)
-    procs = start_nodes("bare", size.nodes, size.concurrency, env, ws.logs(f"tp-bare-{settings}"), "b")
+    logs = ws.logs(f"tp-bare-{settings}")
+    procs = start_nodes("bare", size.nodes, size.concurrency, env, logs, "b")
     try:
         got = wait_calls(sp_url, size.requests, size.timeout_s, every=1.0)
         time.sleep(0.5)
