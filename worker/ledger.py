@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any, cast
 
+import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
     Connection,
     Table,
     bindparam,
@@ -22,6 +27,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.exc import DBAPIError
 
 from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
 
@@ -61,26 +68,32 @@ class Loaded:
 
 COLUMNS = [getattr(R, name) for name in Snapshot.__dataclass_fields__]
 
+
+def waiting(state: Any) -> ColumnElement[bool]:
+    """`state IN ('queued', 'retrying')` written into the SQL: `in_()` would make an
+    "expanding" parameter, rendered again at every execution."""
+    return cast(ColumnElement[bool], state.in_([literal_column(f"'{s.value}'") for s in WAITING]))
+
 FLOOR = select(func.max(A.lane_free_us)).where(A.user_id == bindparam("uid"))
 
 _OTHER = REQUESTS.alias("other")
 LOAD = select(
     *COLUMNS,
     select(func.max(A.lane_free_us)).where(A.user_id == R.user_id).scalar_subquery(),
-    exists().where(_OTHER.c.user_id == R.user_id, _OTHER.c.state.in_(WAITING),
+    exists().where(_OTHER.c.user_id == R.user_id, waiting(_OTHER.c.state),
                    _OTHER.c.id != R.id),
 ).where(R.id == bindparam("rid"))  # fmt: skip
 
 # The lane's waiting requests, each row carrying the floor too: one round trip.
 WAITING_IN_LANE = select(*COLUMNS, FLOOR.scalar_subquery()).where(
-    R.user_id == bindparam("uid"), R.state.in_(WAITING)
+    R.user_id == bindparam("uid"), waiting(R.state)
 )
 
 CLAIM = (
     update(REQUESTS)
     .where(
         R.id == bindparam("rid"),
-        R.state.in_(WAITING),
+        waiting(R.state),
         R.attempt_count == bindparam("was"),
     )
     .values(
@@ -201,6 +214,45 @@ SUPERSEDE_AND_INSERT = (
 )
 
 
+class Direct:
+    """A prebuilt statement compiled once for PostgreSQL and run on the psycopg connection
+    underneath the SQLAlchemy one. On the hot path SQLAlchemy's execution context cost more
+    CPU than the statement (LOAD: 130 µs against 55 µs run directly). Errors come out as
+    SQLAlchemy's, and a lost connection is invalidated, as `Connection.execute` does."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        compiled = statement.compile(dialect=psycopg_dialect())
+        self.sql = str(compiled)
+        self.defaults = {k: _plain(v) for k, v in compiled.params.items()}
+
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
+        """Run it on `conn` (PostgreSQL, autocommit) and return its rows."""
+        values = {**self.defaults, **{k: _plain(v) for k, v in params.items()}}
+        dbapi_conn = conn.connection.driver_connection
+        try:
+            cur = dbapi_conn.cursor(row_factory=namedtuple_row)  # type: ignore[union-attr]
+            cur.execute(self.sql, values)
+            return cur.fetchall() if cur.description else []
+        except psycopg.Error as err:
+            raw: Any = err
+            lost = conn.dialect.is_disconnect(raw, conn.connection.dbapi_connection, None)
+            if lost:
+                conn.invalidate(err)
+            raise DBAPIError.instance(self.sql, values, err, psycopg.Error,
+                                      connection_invalidated=lost) from err  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+LOAD_DIRECT = Direct(LOAD)
+CLAIM_DIRECT = Direct(CLAIM_ONE_STATEMENT)
+RECORD_DIRECT = Direct(RECORD_ONE_STATEMENT)
+UNCLAIM_DIRECT = Direct(UNCLAIM_ONE_STATEMENT)
+SUPERSEDE_AND_INSERT_DIRECT = Direct(SUPERSEDE_AND_INSERT)
+
+
 def supersede(conn: Connection, new: dict[str, Any]) -> Any:
     """Mark the project's oldest queued request superseded by `new`; (id, seq, project_id,
     upload_id) of the one replaced, or None. One UPDATE … RETURNING."""
@@ -214,7 +266,7 @@ def supersede_and_insert(conn: Connection, values: dict[str, Any]) -> Any:
     params = {f"new_{n}": values[n] for n in NEW_REQUEST_COLUMNS}
     params.update(pid=values["project_id"], uid=values["user_id"], by=values["id"],
                   now=values["updated_at"])  # fmt: skip
-    row = conn.execute(SUPERSEDE_AND_INSERT, params).one()
+    [row] = SUPERSEDE_AND_INSERT_DIRECT.rows(conn, params)
     return row if row[0] is not None else None
 
 
@@ -230,8 +282,12 @@ def one_statement(conn: Connection) -> bool:
 
 def load(conn: Connection, request_id: str) -> Loaded | None:
     """The request with its lane's floor, or None."""
-    row = conn.execute(LOAD, {"rid": request_id}).first()
-    conn.commit()
+    if one_statement(conn):
+        rows = LOAD_DIRECT.rows(conn, {"rid": request_id})
+        row = rows[0] if rows else None
+    else:
+        row = conn.execute(LOAD, {"rid": request_id}).first()
+        conn.commit()
     if row is None:
         return None
     return Loaded(Snapshot(*row[:-2]), int(row[-2] or 0), not row[-1])
@@ -253,9 +309,7 @@ def claim(conn: Connection, req: Snapshot, now: datetime, lease: datetime,
               "now": now}  # fmt: skip
     try:
         if one_statement(conn):
-            done = conn.execute(CLAIM_ONE_STATEMENT, {**params, **attempt, "started_at": now})
-            claimed = done.first() is not None
-            conn.commit()
+            claimed = CLAIM_DIRECT.rows(conn, {**params, **attempt, "started_at": now})
             return number if claimed else None
         if conn.execute(CLAIM, params).rowcount != 1:
             conn.rollback()
@@ -275,7 +329,7 @@ def unclaim(conn: Connection, req: Snapshot, number: int) -> None:
             "now": utcnow()}  # fmt: skip
     try:
         if one_statement(conn):
-            conn.execute(UNCLAIM_ONE_STATEMENT, back)
+            UNCLAIM_DIRECT.rows(conn, back)
         else:
             conn.execute(DROP_ATTEMPT, {"rid": req.id, "n": number})
             conn.execute(UNCLAIM_REQUEST, back)
@@ -293,10 +347,7 @@ def record(conn: Connection, req: Snapshot, number: int, now: datetime,
     params = {"rid": req.id, "n": number, "now": now}
     try:
         if one_statement(conn):
-            done = conn.execute(RECORD_ONE_STATEMENT, {**params, **moved, **attempt_values})
-            recorded = done.first() is not None
-            conn.commit()
-            return recorded
+            return bool(RECORD_DIRECT.rows(conn, {**params, **moved, **attempt_values}))
         if conn.execute(MOVE, {**params, **moved}).rowcount != 1:
             conn.rollback()
             return False

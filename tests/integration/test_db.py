@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from worker import db
+from worker import db, ledger
 from worker.db import make_engine
 
 pytestmark = pytest.mark.integration
@@ -50,5 +50,22 @@ def test_recently_used_connection_is_not_pinged(
             _backend_pid(engine)
         assert err.value.connection_invalidated
         assert _backend_pid(engine) != pid  # the pool replaced it
+    finally:
+        engine.dispose()
+
+
+def test_direct_statement_fails_as_sqlalchemy_does(pg_url: str) -> None:
+    """The hot statements run on psycopg directly; a lost connection must still raise
+    SQLAlchemy's error (what the dispatch retries on) and be dropped from the pool."""
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            _terminate(pg_url, pid)
+            with pytest.raises(DBAPIError) as err:
+                ledger.load(conn, "x" * 26)
+            assert err.value.connection_invalidated and conn.invalidated
+        assert _backend_pid(engine) != pid
     finally:
         engine.dispose()
