@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +48,27 @@ def make_engine(url: str, **kw: Any) -> Engine:
 # dispatch. One that went stale within this window fails its statement; SQLAlchemy then
 # invalidates the pool, and the caller's own error handling (503, task retry) applies.
 PING_IF_IDLE_S = 1.0
+
+
+_AUTOCOMMIT: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+
+
+def autocommit_engine(engine: Engine) -> Engine:
+    """`engine`'s PostgreSQL database through a pool of its own whose connections are in
+    autocommit from the start. A dispatch runs only single statements; switching a pooled
+    connection to autocommit and back at every checkout cost ~5% of a dispatch's CPU.
+    Other databases: `engine` itself."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    twin = _AUTOCOMMIT.get(engine)
+    if twin is None:
+        url = engine.url.render_as_string(hide_password=False)
+        # Nothing to roll back on an autocommit connection: no reset when it goes back.
+        twin = _AUTOCOMMIT[engine] = make_engine(
+            url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None
+        )
+        event.listen(engine, "engine_disposed", lambda _engine: twin.dispose())
+    return twin
 
 
 def _note_checkin(_dbapi_conn: Any, record: Any) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import sessionmaker
 
 from worker import ledger, outcomes
 from worker.context import Context
+from worker.db import autocommit_engine
 from worker.distributions import kick, member, score
 from worker.errors import PacerUnavailable, StreampixelError
 from worker.ledger import Loaded, Snapshot
@@ -69,11 +70,9 @@ def pinned(ctx: Context) -> Iterator[tuple[Context, Connection]]:
     pre-ping per step), and the context with its sessions on it. No transaction stays
     open across the sleep or the call: each step commits. On PostgreSQL every step is one
     statement, so the connection autocommits: no BEGIN and COMMIT round trips."""
-    engine = ctx.sessions.kw["bind"]
+    engine = autocommit_engine(ctx.sessions.kw["bind"])
     client = ctx.client  # built now, not between the fire and the send
     with engine.connect() as conn:
-        if ledger.one_statement(conn):
-            conn.execution_options(isolation_level="AUTOCOMMIT")
         sessions = sessionmaker(bind=conn, expire_on_commit=False)
         yield replace(ctx, sessions=sessions, _client=client), conn
 

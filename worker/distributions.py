@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from worker import ledger
 from worker.context import Context
+from worker.db import autocommit_engine
 from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
 from worker.models import WAITING, DistributionRequest, State, new_id, utcnow
 from worker.pacer import Placed, lane_member
@@ -113,9 +114,9 @@ def enqueue_placed(
         "updated_at": now, "attempt_count": 0, "failures": 0,
         "idempotency_key": idempotency_key, "request_hash": request_hash,
     }  # fmt: skip
-    with ctx.sessions.kw["bind"].connect() as conn:  # Core: a third of an ORM unit of work
+    engine = autocommit_engine(ctx.sessions.kw["bind"])
+    with engine.connect() as conn:  # Core: a third of an ORM unit of work
         if ledger.one_statement(conn):  # one statement, autocommitted: one round trip
-            conn.execution_options(isolation_level="AUTOCOMMIT")
             old = None
             if new.coalesce:
                 old = ledger.supersede_and_insert(conn, values)

@@ -15,6 +15,7 @@ from worker import keys
 from worker import reconcile as reconcile_mod
 from worker.celery_app import app
 from worker.context import Context, get_context
+from worker.db import autocommit_engine
 from worker.errors import PacerUnavailable
 from worker.outcomes import from_us
 from worker.pacer import US
@@ -110,7 +111,7 @@ def warm_up(**_: object) -> None:
         ctx = get_context()
         ctx.client  # noqa: B018
         ctx.pacer.load_scripts()
-        with ctx.sessions.kw["bind"].connect():
+        with autocommit_engine(ctx.sessions.kw["bind"]).connect():  # the dispatch's pool
             pass
     except Exception as exc:  # the first task will meet the same problem and retry
         log.warning("warm-up incomplete: %s", exc)
