@@ -89,7 +89,8 @@ def enqueue(**body: object) -> dict[str, object]:
     return distributions.enqueue_message(get_context(), dict(body))
 
 
-@app.task(name="spdist.webhook", bind=True, max_retries=10, acks_late=True)
+@app.task(name="spdist.webhook", bind=True, max_retries=10, acks_late=True,
+          Strategy="worker.clock:strategy")  # fmt: skip
 def webhook(
     self: Task, event_id: int, event: str = "", upload_id: str = "", project_id: str = ""
 ) -> str:
@@ -100,7 +101,7 @@ def webhook(
         return webhooks.process(get_context(), event_id)
     except SQLAlchemyError as exc:
         log.warning("webhook event %s postponed: %s", event_id, exc)
-        raise self.retry(exc=exc, countdown=2) from exc
+        raise self.retry(exc=exc, eta=retry_eta(get_context(), RETRY_S)) from exc
 
 
 @worker_process_init.connect

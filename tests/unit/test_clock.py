@@ -77,10 +77,10 @@ def test_strategy_hands_celery_the_redis_clock(monkeypatch: pytest.MonkeyPatch) 
                     "to_timestamp": clock.redis_to_timestamp}  # fmt: skip
 
 
-def test_dispatch_task_uses_the_strategy() -> None:
-    from worker.tasks import dispatch
+def test_tasks_with_etas_use_the_strategy() -> None:
+    from worker.tasks import dispatch, webhook
 
-    assert dispatch.Strategy == "worker.clock:strategy"
+    assert dispatch.Strategy == webhook.Strategy == "worker.clock:strategy"
 
 
 def test_a_postponed_dispatch_retries_on_the_redis_clock() -> None:
