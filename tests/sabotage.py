@@ -71,7 +71,7 @@ CASES = (
          f"{SYSTEM}/test_messages.py::test_same_message_published_twice",
          (("worker/dispatch.py", "    if req.state == State.QUEUED:\n        return True\n",
            "    if True:\n        return True\n"),
-          ("worker/ledger.py", '        R.state.in_(WAITING),\n        R.attempt_count == bindparam("was"),\n'
+          ("worker/ledger.py", '        waiting(R.state),\n        R.attempt_count == bindparam("was"),\n'
            "    )\n    .values(\n        state=State.DISPATCHING,",
            "    )\n    .values(\n        state=State.DISPATCHING,"))),
     Case("unknown/deleted request", "`_drop_ghost` (lane entry of a deleted request)",
