@@ -3,6 +3,8 @@ back in the pool moments ago is not pinged (a round trip saved on every enqueue)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
 import pytest
 from sqlalchemy import Engine, text
@@ -25,33 +27,35 @@ def _terminate(pg_url: str, pid: int) -> None:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
 
-def test_idle_connection_killed_is_replaced_at_checkout(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def dead_link(pg_url: str) -> Iterator[tuple[Engine, int]]:
+    """A one-connection engine whose pooled connection's backend was just terminated."""
     engine = make_engine(pg_url, pool_size=1, max_overflow=0)
     try:
         pid = _backend_pid(engine)
         _terminate(pg_url, pid)
-        monkeypatch.setattr(db, "PING_IF_IDLE_S", 0.0)  # every checkout counts as idle
-        assert _backend_pid(engine) != pid  # pinged, found dead, reconnected: no error
+        yield engine, pid
     finally:
         engine.dispose()
+
+
+def test_idle_connection_killed_is_replaced_at_checkout(
+    dead_link: tuple[Engine, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, pid = dead_link
+    monkeypatch.setattr(db, "PING_IF_IDLE_S", 0.0)  # every checkout counts as idle
+    assert _backend_pid(engine) != pid  # pinged, found dead, reconnected: no error
 
 
 def test_recently_used_connection_is_not_pinged(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    dead_link: tuple[Engine, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
-    try:
-        pid = _backend_pid(engine)
-        _terminate(pg_url, pid)
-        monkeypatch.setattr(db, "PING_IF_IDLE_S", 3600.0)
-        with pytest.raises(DBAPIError) as err:  # no ping: the statement meets the dead link
-            _backend_pid(engine)
-        assert err.value.connection_invalidated
-        assert _backend_pid(engine) != pid  # the pool replaced it
-    finally:
-        engine.dispose()
+    engine, pid = dead_link
+    monkeypatch.setattr(db, "PING_IF_IDLE_S", 3600.0)
+    with pytest.raises(DBAPIError) as err:  # no ping: the statement meets the dead link
+        _backend_pid(engine)
+    assert err.value.connection_invalidated
+    assert _backend_pid(engine) != pid  # the pool replaced it
 
 
 def test_direct_statement_fails_as_sqlalchemy_does(pg_url: str) -> None:
