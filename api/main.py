@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import sys
@@ -19,9 +20,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.enqueue_async import AsyncEnqueue
 from api.routes import distributions, health, users, webhooks
 from worker import webhooks as webhook_service
-from worker.context import Context
+from worker.context import Context, get_context
 from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
 from worker.settings import get_settings
 
@@ -60,10 +62,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # its latency. Hand the GIL over sooner.
     previous = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    gc.collect()
+    gc.freeze()  # the app's long-lived objects leave the collector's scans: shorter pauses
+    fast = AsyncEnqueue(ctx or get_context()) if _on_postgres(ctx) else None
+    if fast is not None:
+        await fast.open()
+    app.state.enqueue_async = fast
     try:
         yield
     finally:
+        app.state.enqueue_async = None
+        if fast is not None:
+            await fast.close()
         sys.setswitchinterval(previous)
+
+
+def _on_postgres(ctx: Context | None) -> bool:
+    return (ctx.settings if ctx else get_settings()).database_url.startswith("postgresql")
 
 
 def create_app(

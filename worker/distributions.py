@@ -106,14 +106,7 @@ def enqueue_placed(
     One transaction in SQL, one round trip to Redis (plus the message when the lane is
     idle). published_at stays empty: the reconciler marks rows it finds in their lane.
     """
-    now = utcnow()
-    values = {
-        "id": new_id(), "user_id": new.user_id, "project_id": new.project_id,
-        "upload_id": new.upload_id, "priority": new.priority, "coalesce": new.coalesce,
-        "seq": time.time_ns() // 1000, "state": State.QUEUED, "created_at": now,
-        "updated_at": now, "attempt_count": 0, "failures": 0,
-        "idempotency_key": idempotency_key, "request_hash": request_hash,
-    }  # fmt: skip
+    values = new_values(new, idempotency_key, request_hash)
     engine = autocommit_engine(ctx.sessions.kw["bind"])
     with engine.connect() as conn:  # Core: a third of an ORM unit of work
         if ledger.one_statement(conn):  # one statement, autocommitted: one round trip
@@ -128,11 +121,31 @@ def enqueue_placed(
                 if old is not None:
                     values["seq"] = old.seq
                 ledger.insert_request(conn, values)
+    req, replaced = stored(values, old)
+    return req, publish(ctx, req, replaces=replaced)
+
+
+def new_values(
+    new: NewDistribution, idempotency_key: str | None = None, request_hash: str | None = None
+) -> dict[str, Any]:
+    """The row of a new request."""
+    now = utcnow()
+    return {
+        "id": new_id(), "user_id": new.user_id, "project_id": new.project_id,
+        "upload_id": new.upload_id, "priority": new.priority, "coalesce": new.coalesce,
+        "seq": time.time_ns() // 1000, "state": State.QUEUED, "created_at": now,
+        "updated_at": now, "attempt_count": 0, "failures": 0,
+        "idempotency_key": idempotency_key, "request_hash": request_hash,
+    }  # fmt: skip
+
+
+def stored(values: dict[str, Any], old: Any) -> tuple[DistributionRequest, str | None]:
+    """The request as stored (in the place of `old`, the request it superseded, if any),
+    and the lane member it replaces."""
     if old is not None:
         values["seq"] = old.seq
-    req = DistributionRequest(**values)
     replaced = lane_member(old.seq, old.id, old.project_id, old.upload_id) if old else None
-    return req, publish(ctx, req, replaces=replaced)
+    return DistributionRequest(**values), replaced
 
 
 def publish(ctx: Context, req: DistributionRequest, replaces: str | None = None) -> Placed | None:

@@ -225,9 +225,13 @@ class Direct:
         self.sql = str(compiled)
         self.defaults = {k: _plain(v) for k, v in compiled.params.items()}
 
+    def values(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter of the statement, as psycopg takes them."""
+        return {**self.defaults, **{k: _plain(v) for k, v in params.items()}}
+
     def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
         """Run it on `conn` (PostgreSQL, autocommit) and return its rows."""
-        values = {**self.defaults, **{k: _plain(v) for k, v in params.items()}}
+        values = self.values(params)
         dbapi_conn = conn.connection.driver_connection
         try:
             cur = dbapi_conn.cursor(row_factory=namedtuple_row)  # type: ignore[union-attr]
@@ -263,11 +267,16 @@ def supersede(conn: Connection, new: dict[str, Any]) -> Any:
 
 def supersede_and_insert(conn: Connection, values: dict[str, Any]) -> Any:
     """`supersede` then `insert_request` (taking the old seq) in one statement; PostgreSQL."""
+    [row] = SUPERSEDE_AND_INSERT_DIRECT.rows(conn, supersede_and_insert_params(values))
+    return row if row[0] is not None else None
+
+
+def supersede_and_insert_params(values: dict[str, Any]) -> dict[str, Any]:
+    """SUPERSEDE_AND_INSERT's parameters for the new request's row `values`."""
     params = {f"new_{n}": values[n] for n in NEW_REQUEST_COLUMNS}
     params.update(pid=values["project_id"], uid=values["user_id"], by=values["id"],
                   now=values["updated_at"])  # fmt: skip
-    [row] = SUPERSEDE_AND_INSERT_DIRECT.rows(conn, params)
-    return row if row[0] is not None else None
+    return params
 
 
 def insert_request(conn: Connection, values: dict[str, Any]) -> None:

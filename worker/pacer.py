@@ -73,6 +73,12 @@ class Placed:
     now_us: int
 
 
+def placed_from(raw: Any) -> Placed:
+    """wake.lua's answer."""
+    head, due, now = _text(raw[0]), int(raw[1]), int(raw[2])
+    return Placed(Wake(head, due, now) if head else None, int(raw[3]), int(raw[4]), now)
+
+
 def _load(name: str) -> str:
     return resources.files("worker").joinpath(name).read_text()
 
@@ -180,14 +186,25 @@ class Pacer:
         add: tuple[str, int] | None = None,
         replaces: str | None = None,
     ) -> Placed:
+        args = self.wake_args(force=force, add=add, replaces=replaces)
+        return placed_from(self._run(self._wake, user_id, *args))
+
+    def wake_args(
+        self,
+        *,
+        force: bool = False,
+        add: tuple[str, int] | None = None,
+        replaces: str | None = None,
+    ) -> list[str | int]:
+        """ARGV of wake.lua (its KEYS are `keys.lane_keys(user_id)`)."""
         member, score = add or ("", 0)
-        raw = self._run(
-            self._wake, user_id, self.lead_us, self.max_countdown_us,
-            self.wake_grace_ms, "1" if force else "0", member, score, replaces or "",
-        )  # fmt: skip
-        head, due, now = _text(raw[0]), int(raw[1]), int(raw[2])
-        wake = Wake(head, due, now) if head else None
-        return Placed(wake, int(raw[3]), int(raw[4]), now)
+        return [self.lead_us, self.max_countdown_us, self.wake_grace_ms,
+                "1" if force else "0", member, score, replaces or ""]  # fmt: skip
+
+    @property
+    def wake_source(self) -> str:
+        """wake.lua's source, for a client of another kind (redis.asyncio) to run."""
+        return str(self._wake.script)
 
     def idle_lanes(self, user_ids: Sequence[str]) -> list[tuple[str, bool]]:
         """Of these lanes, those without a wake marker, as (user_id, queue is empty);

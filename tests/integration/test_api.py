@@ -99,6 +99,19 @@ def test_enqueue_lane_cancel_retry(client: tuple[TestClient, Context], redis_url
     assert 'spdist_requests{state="cancelled"} 1.0' in c.get("/metrics").text
 
 
+def test_enqueue_supersedes_over_http(client: tuple[TestClient, Context]) -> None:
+    """On PostgreSQL the enqueue runs on the event loop (async psycopg, redis.asyncio), on
+    SQLite in a pool thread: the same answers either way."""
+    c, ctx = client
+    on_loop = c.app.state.enqueue_async is not None  # type: ignore[attr-defined]
+    assert on_loop == ctx.settings.database_url.startswith("postgresql")
+    first = c.post("/v1/distributions", json=body(1), headers=AUTH).json()
+    again = c.post("/v1/distributions", json={**body(1), "uploadId": "e" * 24}, headers=AUTH)
+    assert again.status_code == 202 and again.json()["position"] == 1
+    assert c.get(f"/v1/distributions/{first['id']}", headers=AUTH).json()["state"] == "superseded"
+    assert len(ctx.pacer.members(USER)) == 1  # the new one took the old one's place
+
+
 def test_idempotency_key_in_sql(client: tuple[TestClient, Context]) -> None:
     c, ctx = client
     h = {**AUTH, "Idempotency-Key": "same"}
