@@ -77,11 +77,12 @@ its attempt row, record; two of them commits), two Lua scripts (reserve, fire) a
 decision logic, ~2.5–3 ms more. What was cut after profiling: ORM sessions on the hot path
 (Core statements, then psycopg directly: SQLAlchemy's execution context cost more CPU than
 the statements), a ping per checkout, per-checkout autocommit switching, IN lists expanded
-at every run. The enqueue API is CPU-bound in its one uvicorn process (~1.7 ms per
-request against the bare route's ~0.45 ms): the PostgreSQL insert and the Lua call each
-hand a pool thread back and forth through the GIL. An asyncio prototype (psycopg's async
-connection, redis.asyncio) reached ~1,000 requests/s and moved the bottleneck into
-PostgreSQL; p99 at 32 clients stayed above 50 ms, as does the bare route's own.
+at every run. The enqueue API ran each request in a pool thread, whose SQL and Lua calls handed it back
+and forth through the GIL (~1.7 ms of CPU per request against the bare route's ~0.45 ms);
+on PostgreSQL it now runs on the event loop (psycopg's async pool, redis.asyncio), ~0.9 ms,
+and PostgreSQL's own work per insert (one commit each, ten indexes) takes most of the
+other core. At 32 closed-loop clients the p99 stays above 50 ms, as the bare route's does
+on this machine.
 """
 
 
