@@ -64,7 +64,7 @@ class AsyncEnqueue:
         values = new_values(new)
         async with self.pool.connection() as conn:
             params = STATEMENT.values(ledger.supersede_and_insert_params(values))
-            cur = await conn.execute(STATEMENT.sql, params)
+            cur = await conn.execute(STATEMENT.sql, params, prepare=STATEMENT.prepare)
             row = await cur.fetchone()
         req, replaced = stored(values, row if row is not None and row[0] is not None else None)
         return req, await self._publish(req, replaced)

@@ -120,7 +120,8 @@ class DistributionRequest(Base):
         # The reconciler's lanes with work: an index-only read of the waiting rows alone.
         Index("ix_requests_state_user", "state", "user_id"),
         Index("ix_requests_state_lease", "state", "lease_expires_at"),
-        Index("ix_requests_project_state", "project_id", "state"),
+        # Enqueue's "oldest queued request of this project": one probe (migration 0003).
+        Index("ix_requests_project_lane", "project_id", "user_id", "state", "seq"),
         Index("ix_requests_upload", "upload_id"),
         Index("ix_requests_created", "created_at", "id"),
         Index("ix_requests_unpublished", "published_at"),

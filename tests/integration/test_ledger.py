@@ -23,13 +23,16 @@ def _connection(db_url: str) -> tuple[object, Connection]:
     return engine, conn
 
 
-def _insert(conn: Connection, project: str, *, coalesce: bool = True) -> tuple[str, object]:
+def _values(project: str, *, coalesce: bool = True) -> dict[str, object]:
     now = utcnow()
-    values = {"id": new_id(), "user_id": USER, "project_id": project, "upload_id": "c" * 24,
-              "priority": 0, "coalesce": coalesce, "seq": now.timestamp() * 1e6 // 1,
-              "state": State.QUEUED, "created_at": now, "updated_at": now, "attempt_count": 0,
-              "failures": 0, "idempotency_key": None, "request_hash": None}  # fmt: skip
-    values["seq"] = int(values["seq"])
+    return {"id": new_id(), "user_id": USER, "project_id": project, "upload_id": "c" * 24,
+            "priority": 0, "coalesce": coalesce, "seq": int(now.timestamp() * 1e6 // 1),
+            "state": State.QUEUED, "created_at": now, "updated_at": now, "attempt_count": 0,
+            "failures": 0, "idempotency_key": None, "request_hash": None}  # fmt: skip
+
+
+def _insert(conn: Connection, project: str, *, coalesce: bool = True) -> tuple[str, object]:
+    values = _values(project, coalesce=coalesce)
     if ledger.one_statement(conn):
         old = ledger.supersede_and_insert(conn, values)
     else:
@@ -94,6 +97,25 @@ def test_enqueue_supersedes_the_queued_request_of_the_project(db_url: str) -> No
         other, _ = _insert(conn, "b" * 24)
         loaded = ledger.load(conn, other)
         assert loaded is not None and not loaded.alone
+    finally:
+        conn.close()
+        engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_supersede_probes_the_project_not_the_lane(pg_url: str) -> None:
+    """Enqueue's "oldest queued request of this project" must not walk the user's lane: with
+    400 queued requests of one user it is one probe of ix_requests_project_lane."""
+    engine, conn = _connection(pg_url)
+    try:
+        for n in range(400):
+            _insert(conn, f"{n:024x}")
+        conn.exec_driver_sql("ANALYZE distribution_requests")
+        st = ledger.SUPERSEDE_AND_INSERT_DIRECT
+        assert st.prepare is False  # planned from its values every time
+        values = st.values(ledger.supersede_and_insert_params(_values("f" * 24)))
+        dbapi = conn.connection.driver_connection
+        plan = "\n".join(r[0] for r in dbapi.execute("EXPLAIN " + st.sql, values))  # type: ignore[union-attr]
+        assert "ix_requests_project_lane" in plan, plan
     finally:
         conn.close()
         engine.dispose()  # type: ignore[attr-defined]
