@@ -49,9 +49,9 @@ class AsyncEnqueue:
         self.wake = self.redis.register_script(ctx.pacer.wake_source)
 
     @staticmethod
-    def serves(ctx: Context, new: NewDistribution) -> bool:
-        """Whether this path takes `new`: PostgreSQL, coalescing (one statement)."""
-        return new.coalesce and ctx.settings.database_url.startswith("postgresql")
+    def serves(new: NewDistribution) -> bool:
+        """Whether this path takes `new`: coalescing requests (the one-statement insert)."""
+        return new.coalesce
 
     async def open(self) -> None:
         await self.pool.open(wait=False)

@@ -64,6 +64,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     gc.collect()
     gc.freeze()  # the app's long-lived objects leave the collector's scans: shorter pauses
+    # On PostgreSQL, POST /v1/distributions runs on the event loop (api/enqueue_async.py).
     fast = AsyncEnqueue(ctx or get_context()) if _on_postgres(ctx) else None
     if fast is not None:
         await fast.open()

@@ -53,7 +53,7 @@ async def create(
     )
     code = status.HTTP_202_ACCEPTED
     fast: AsyncEnqueue | None = getattr(request.app.state, "enqueue_async", None)
-    if idempotency_key is None and fast is not None and fast.serves(ctx, new):
+    if idempotency_key is None and fast is not None and fast.serves(new):
         req, placed = await fast.enqueue(new)  # PostgreSQL: no thread
     elif idempotency_key is None:
         req, placed = await run_in_threadpool(distributions.enqueue_placed, ctx, new)
