@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -132,6 +134,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unavailable(_: Request, exc: PacerUnavailable) -> JSONResponse:
         log.warning("answered 503: %s", exc)
         return _problem(503, "Redis is unavailable; try again shortly")
+
+    # The database cut off or restarted: nothing was accepted, so say so and when to retry
+    # (a request that must not be stored twice carries an Idempotency-Key).
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("answered 503, database unavailable: %s", type(exc).__name__)
+        return _problem(503, "the database is unavailable; try again shortly")
 
 
 def _field_error(error: Any) -> dict[str, str]:

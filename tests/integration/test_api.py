@@ -140,6 +140,34 @@ def test_redis_down_still_accepts(db_url: str) -> None:
     close(ctx)
 
 
+def test_database_cut_off_answers_503_then_recovers(pg_url: str, redis_url: str) -> None:
+    """Every connection the API holds is killed: a request meeting a dead one gets a clear
+    503 and is not stored; the next ones are accepted on new connections."""
+    import psycopg
+
+    ctx = make_ctx(pg_url, redis_url, [])
+    app = create_app(ctx, announce_webhook=lambda *a: None)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as c:
+            assert c.post("/v1/distributions", json=body(1), headers=AUTH).status_code == 202
+            dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            codes = [c.post("/v1/distributions", json=body(n), headers=AUTH) for n in range(2, 6)]
+            refused = [r for r in codes if r.status_code != 202]
+            assert all(r.status_code == 503 for r in refused), [r.text for r in refused]
+            assert all("database is unavailable" in r.json()["detail"] for r in refused)
+            assert refused and codes[-1].status_code == 202
+        with ctx.sessions() as session:
+            stored = session.scalars(select(DistributionRequest)).all()
+        assert len(stored) == 1 + sum(r.status_code == 202 for r in codes)
+    finally:
+        close(ctx)
+
+
 def start_api(env: dict[str, str], log_dir: Path, name: str = "api") -> tuple[Proc, str]:
     port = free_port()
     proc = Proc(name, [PY, "-m", "worker.cli", "api", "--port", str(port)], env, log_dir)
