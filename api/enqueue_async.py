@@ -65,8 +65,8 @@ class AsyncEnqueue:
         async with self.pool.connection() as conn:
             params = STATEMENT.values(ledger.supersede_and_insert_params(values))
             cur = await conn.execute(STATEMENT.sql, params, prepare=STATEMENT.prepare)
-            row = await cur.fetchone()
-        req, replaced = stored(values, row if row is not None and row[0] is not None else None)
+            rows = await cur.fetchall()
+        req, replaced = stored(values, ledger.superseded(rows))
         return req, await self._publish(req, replaced)
 
     async def _publish(self, req: DistributionRequest, replaces: str | None) -> Placed | None:

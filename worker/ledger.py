@@ -278,8 +278,13 @@ def supersede(conn: Connection, new: dict[str, Any]) -> Any:
 
 def supersede_and_insert(conn: Connection, values: dict[str, Any]) -> Any:
     """`supersede` then `insert_request` (taking the old seq) in one statement; PostgreSQL."""
-    [row] = SUPERSEDE_AND_INSERT_DIRECT.rows(conn, supersede_and_insert_params(values))
-    return row if row[0] is not None else None
+    return superseded(SUPERSEDE_AND_INSERT_DIRECT.rows(conn, supersede_and_insert_params(values)))
+
+
+def superseded(rows: list[Any]) -> Any:
+    """From SUPERSEDE_AND_INSERT's rows: the request it superseded, or None."""
+    row = rows[0] if rows else None
+    return row if row is not None and row[0] is not None else None
 
 
 def supersede_and_insert_params(values: dict[str, Any]) -> dict[str, Any]:
