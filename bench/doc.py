@@ -39,10 +39,12 @@ same run, same broker, same worker count.
    at once. The requests are stored and their lanes woken first (bulk SQL insert, then the
    real `kick` per lane, exactly what enqueue leaves behind), then the 2 worker nodes and
    beat start; the rate is calls per second at the fake over the middle 80 % of calls
-   (start-up and tail left out). spdist's rate is read over at most the first 35 s of calls
-   (about 1,400 of the 5,000 at today's rate; all 5,000 stay waiting in their lanes, so the
-   reconciler still walks 5,000 lanes): a full drain takes ~2 minutes per database and would
-   not fit the 5-minute budget. **Baseline**: `bench.post`, a bare task making only the
+   (start-up and tail left out). spdist's rate is read over at most the first 35 s of calls,
+   so a slow build cannot push `make bench` past its 5 minutes (today all 5,000 are called
+   in ~13 s). *Machine CPU per dispatch*: from the moment the worker nodes are ready until
+   the calls are counted, `bench/cpu.py` reads from /proc the CPU of the nodes' main
+   processes, their pool, beat, PostgreSQL, the private Redis and the fake, every 0.5 s,
+   and divides by the calls made meanwhile. **Baseline**: `bench.post`, a bare task making only the
    same POST, 5,000 messages on the same broker, the same 2 worker nodes run with the worker
    settings spdist's own workers have (`task_acks_late`, `task_reject_on_worker_lost`,
    `worker_prefetch_multiplier=1`, task events on for Flower; taken from
@@ -67,18 +69,25 @@ same run, same broker, same worker count.
    ahead, a dispatch message marked in flight), then `worker.reconcile.reconcile(ctx)`
    timed for whole passes from the benchmark process; the first pass is judged.
 
-## Where a dispatch's time goes (profiled with py-spy, 2026-11-27)
+## Where a dispatch's time goes (profiled with py-spy and cProfile, metered from /proc)
 
 The machine's two cores are saturated in scenario 2: worker processes, PostgreSQL, Redis
-and the fake share them. The bare task costs ~2.9 ms of machine CPU per call, Celery's
-own share (message, late ack, three task events, the result) most of it. A spdist dispatch
-adds its durability: three PostgreSQL statements (read with the lane's floor, claim with
-its attempt row, record; two of them commits), two Lua scripts (reserve, fire) and the
-decision logic, ~2.5–3 ms more. What was cut after profiling: ORM sessions on the hot path
-(Core statements, then psycopg directly: SQLAlchemy's execution context cost more CPU than
-the statements), a ping per checkout, per-checkout autocommit switching, IN lists expanded
-at every run. The enqueue API ran each request in a pool thread, whose SQL and Lua calls
-handed it back and forth through the GIL (~1.7 ms of CPU per request against the bare
+and the fake share them, so the rate follows the machine CPU each call costs, which the
+benchmark meters per part (the details above; typical figures here). The bare task costs
+~2.3 ms: ~1.2 ms in the worker's main process (Celery's consumer: fetch, late ack, three
+task events per task), ~0.8 ms in the pool (the POST and Celery's trace), the rest Redis and
+the fake. A spdist dispatch costs ~4.5 ms: the same Celery share, ~1.1 ms more in the pool
+and ~0.55 ms in PostgreSQL. That is its durability: three SQL statements (the request with
+its lane's floor; the claim with its attempt row; the outcome) of which two are durable
+commits (~0.25 ms each, fsync included), and two Lua calls (reserve before the claim, fire
+at the send), each round trip ~0.12 ms of client CPU. Each one carries a promise (no call
+without a committed claim, no call inside the interval, no outcome lost), so the ratio sits
+at about 0.45–0.55 of the bare task on this machine and moves that much between runs.
+What was cut after profiling: ORM sessions on the hot path (Core statements, then psycopg
+directly: SQLAlchemy's execution context cost more CPU than the statements), a ping per
+checkout, per-checkout autocommit switching, IN lists expanded at every run. The enqueue
+API ran each request in a pool thread, whose SQL and Lua calls handed it back and forth
+through the GIL (~1.7 ms of CPU per request against the bare
 route's ~0.45 ms); on PostgreSQL it then ran on the event loop (psycopg's async pool,
 redis.asyncio), ~1.1 ms, a third of it in pool checkouts, round trips and loop wake-ups,
 per request. Now requests that arrive together are stored together: one pipeline to
@@ -132,6 +141,10 @@ def _details(results: dict[str, Any]) -> str:
                              f"in {r['span_s']:.1f} s first to last; "
                              f"{r['executions_per_dispatch']:.2f} "
                              f"executions per dispatch.")  # fmt: skip
+                if r.get("cpu", {}).get("calls"):
+                    parts = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu"]["ms"].items())
+                    lines.append(f"  Machine CPU per call ({r['cpu']['calls']} calls metered), "
+                                 f"ms: {parts}; total {r['cpu']['total_ms']:.2f}.")  # fmt: skip
     if "api" in results:
         for key in ("spdist", "baseline"):
             r = results["api"][key]

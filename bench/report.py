@@ -49,6 +49,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 r = t[db]["rate"]
                 out.append(Row("2 throughput", f"dispatches/s, {db}, {t[db]['calls']} calls (ratio)", f"{_f(r)} ({_f(r / base, '.2f')})",
                                _f(base), "≥ 0.5 × baseline", r >= 0.5 * base))  # fmt: skip
+        if "cpu" in t.get("postgres", {}) and "cpu" in t["baseline"]:
+            out.append(Row("2 throughput", "machine CPU per dispatch, postgres (ms)", _f(t["postgres"]["cpu"]["total_ms"], ".2f"),
+                           _f(t["baseline"]["cpu"]["total_ms"], ".2f"), "", None))  # fmt: skip
         if "baseline_celery_defaults" in t:
             d = t["baseline_celery_defaults"]["rate"]
             out.append(Row("2 throughput", "dispatches/s, bare task on Celery's defaults (early ack, prefetch 4, no events)",

@@ -26,9 +26,10 @@ from bench.common import (
     user_ids,
     wait_calls,
 )
+from bench.cpu import measure
 from bench.fake import start as start_fake
 from bench.infra import postgres_db, reset_redis, sqlite_db, write_keys_file
-from tests.procs import start_beat
+from tests.procs import Proc, start_beat
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def _result(got: list[dict[str, Any]], executions: int, seeded_s: float) -> dict
     }
 
 
-def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str) -> dict[str, Any]:
+def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str,
+                 fake_pid: int) -> dict[str, Any]:  # fmt: skip
     """Messages first, then the workers: the rate is the workers', not the publisher's.
     settings "spdist": the workers run with spdist's worker settings (bench/baselines.py);
     "celery": with Celery's defaults."""
@@ -74,15 +76,18 @@ def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str
     logs = ws.logs(f"tp-bare-{settings}")
     procs = start_nodes("bare", size.nodes, size.concurrency, env, logs, "b")
     try:
-        got = wait_calls(sp_url, size.requests, size.timeout_s, every=1.0)
+        since = time.time()
+        with measure({p.pid for p in procs}, None, ws.redis_url, fake_pid) as used:
+            got = wait_calls(sp_url, size.requests, size.timeout_s, every=1.0)
         time.sleep(0.5)
         executions = count_executions(procs, "bench.post")
     finally:
         stop_all(procs)
-    return _result(got, executions, seeded)
+    return {**_result(got, executions, seeded), "cpu": cpu_per_call(used, got, since)}
 
 
-def run_spdist(ws: Workspace, size: ThroughputSize, sp_url: str, db: str) -> dict[str, Any]:
+def run_spdist(ws: Workspace, size: ThroughputSize, sp_url: str, db: str,
+               fake_pid: int) -> dict[str, Any]:  # fmt: skip
     """Requests stored and their lanes woken first (as enqueue leaves them), then the workers."""
     reset_redis(ws.redis_url)
     reset_fake(sp_url)
@@ -97,15 +102,25 @@ def run_spdist(ws: Workspace, size: ThroughputSize, sp_url: str, db: str) -> dic
     seeded = time.monotonic() - t0
     env = env_for(db, ws, sp_url, 1.0, keys_file=keys_file)
     name = "tp-sqlite" if db.startswith("sqlite") else "tp-postgres"
-    procs = start_nodes("spdist", size.nodes, size.concurrency, env, ws.logs(name), "w")
-    procs.append(start_beat(env, ws.logs(name)))
+    beat = start_beat(env, ws.logs(name))  # first: its start-up is not a dispatch's cost
+    procs: list[Proc] = []
     try:
-        got = _calls_within(sp_url, size)
-        executions = count_executions(procs, "spdist.dispatch")
+        procs = start_nodes("spdist", size.nodes, size.concurrency, env, ws.logs(name), "w")
+        since = time.time()
+        with measure({p.pid for p in procs}, beat.pid, ws.redis_url, fake_pid) as used:
+            got = _calls_within(sp_url, size)
+        executions = count_executions([*procs, beat], "spdist.dispatch")
     finally:
-        stop_all(procs)
+        stop_all([*procs, beat])
         close_ctx(ctx)
-    return _result(got, executions, seeded)
+    return {**_result(got, executions, seeded), "cpu": cpu_per_call(used, got, since)}
+
+
+def cpu_per_call(used: dict[str, float], got: list[dict[str, Any]], since: float) -> dict[str, Any]:
+    """Machine CPU per call made while the meter ran, in ms, by part and in all."""
+    n = sum(1 for c in got if c["wall"] >= since)
+    ms = {part: 1000 * seconds / n for part, seconds in used.items()} if n else {}
+    return {"calls": n, "ms": ms, "total_ms": sum(ms.values())}
 
 
 def _calls_within(sp_url: str, size: ThroughputSize) -> list[dict[str, Any]]:
@@ -131,11 +146,11 @@ def run(ws: Workspace, size: ThroughputSize) -> dict[str, Any]:
     spdist on Postgres, then on SQLite, against one fake server."""
     fake, sp_url = start_fake(ws.logs("throughput"), interval_s=1.0)
     try:
-        baseline = run_baseline(ws, size, sp_url, "spdist")
-        defaults = run_baseline(ws, size, sp_url, "celery")
+        baseline = run_baseline(ws, size, sp_url, "spdist", fake.pid)
+        defaults = run_baseline(ws, size, sp_url, "celery", fake.pid)
         with postgres_db() as db:
-            postgres = run_spdist(ws, size, sp_url, db)
-        sqlite = run_spdist(ws, size, sp_url, sqlite_db(ws.folder, "throughput.db"))
+            postgres = run_spdist(ws, size, sp_url, db, fake.pid)
+        sqlite = run_spdist(ws, size, sp_url, sqlite_db(ws.folder, "throughput.db"), fake.pid)
     finally:
         fake.stop()
     return {"size": size, "baseline": baseline, "baseline_celery_defaults": defaults,

@@ -32,6 +32,8 @@ def test_bench_smoke_run_prints_every_figure(tmp_path: Path) -> None:
     for scenario in ("1 pacing", "2 throughput", "3 enqueue API", "4 memory", "5 reconciler"):
         assert f"| {scenario} |" in done.stdout
     assert "calls inside the interval | 0 |" in done.stdout
+    assert "| 2 throughput | machine CPU per dispatch, postgres (ms) |" in done.stdout
     doc = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| scenario | figure | spdist | baseline | goal | verdict |" in doc
+    assert "Machine CPU per call" in doc and "worker pool" in doc
     assert (tmp_path / "bench-timeline.png").stat().st_size > 1000
