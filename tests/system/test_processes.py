@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
 from collections import Counter
 from typing import Any
@@ -25,12 +27,29 @@ def _in_flight(s: Any) -> tuple[str, int]:
     return upload, int(str(attempt.worker).rsplit(":", 1)[1])
 
 
+def held_lanes(s: Any) -> set[str]:
+    """Users whose dispatch message a worker holds (in the broker's unacked set) while none
+    of their attempts is open: only the reconciler's lane wake can move them on if it dies."""
+    held = set()
+    for raw in s.ctx.pacer.redis.hvals("unacked"):
+        message = json.loads(raw)[0]
+        body = message["body"]
+        if message["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        if message["headers"].get("task") == "spdist.dispatch":
+            held.add(json.loads(body)[1]["user_id"])
+    ids = {r.id: r.user_id for r in s.requests()}
+    return held - {ids[a.request_id] for a in s.attempts() if a.outcome is None}
+
+
 def test_kill9_worker_main_process_mid_call(system_factory: Any) -> None:
     # One worker: it holds every lane's next message (ETA) when it dies. Those stay in
     # Redis's unacked set until the visibility timeout (an hour), so the lanes go on only
-    # because the reconciler wakes them from SQL.
+    # because the reconciler wakes them from SQL. The kill waits until such a lane exists
+    # (a lane with a call in flight is also carried on by its lease expiring).
     s = system_factory(workers=1, SPDIST_TEST_LEASE_S="8")
     _, child = _in_flight(s)
+    wait_for(lambda: held_lanes(s), 10, "a lane whose only message the worker holds")
     victim = s.worker_of(child)
     victim.send(signal.SIGKILL)  # the supervisor starts a new one
     # Both of its pool children may be mid-dispatch (two users' slots can overlap the hang).
