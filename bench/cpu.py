@@ -1,7 +1,7 @@
 """Machine CPU by part while a scenario runs, read from /proc: where each dispatch's cost goes.
 
 The meter knows a few root processes (the worker nodes, beat, the PostgreSQL server, the
-private Redis, the fake) and reads their children from /proc, so a sample costs a few dozen
+private Redis, the fake) and reads their descendants from /proc, so a sample costs a few dozen
 small reads, not a scan of every process: every 0.5 s, utime + stime. A process that started
 during the scenario counts from zero, one already running from its first sample, one that
 exits up to its last sample. Linux only.
@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+
+from bench.infra import descendants
 
 TICK = os.sysconf("SC_CLK_TCK")
 EVERY_S = 0.5
@@ -32,13 +34,6 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
     fields = raw[close + 2 :].split()
     cpu = (int(fields[11]) + int(fields[12])) / TICK
     return raw[raw.index("(") + 1 : close], int(fields[1]), cpu
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def postmaster() -> int | None:
@@ -75,7 +70,7 @@ class CpuMeter:
         for root, (part, children_part) in self._roots.items():
             self._note(root, part, first)
             if children_part is not None:
-                for child in _children(root):
+                for child in descendants(root):
                     self._note(child, children_part, first)
 
     def _note(self, pid: int, part: str, first: bool) -> None:

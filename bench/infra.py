@@ -108,7 +108,7 @@ def sqlite_db(folder: Path, name: str) -> str:
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants, in MB (VmRSS from /proc)."""
     total_kb = 0
-    for p in [pid, *_descendants(pid)]:
+    for p in [pid, *descendants(pid)]:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -118,7 +118,8 @@ def rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children of each of its threads, recursively)."""
     children: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -130,7 +131,7 @@ def _descendants(pid: int) -> list[int]:
         except FileNotFoundError:
             continue
         children += [int(c) for c in text.split()]
-    return children + [d for c in children for d in _descendants(c)]
+    return children + [d for c in children for d in descendants(c)]
 
 
 def write_keys_file(folder: Path, users: list[str]) -> Path:
