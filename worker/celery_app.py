@@ -8,6 +8,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from redis import RedisError
 
+from worker.broker import TRANSPORT
 from worker.errors import PacerUnavailable
 from worker.pacer import Wake, parse_member
 from worker.settings import get_settings
@@ -21,6 +22,7 @@ def celery_config() -> dict[str, Any]:
     s = get_settings()
     return {
         "broker_url": s.redis_url,
+        "broker_transport": transport_for(s.redis_url),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "task_default_queue": QUEUE,
@@ -56,6 +58,12 @@ def celery_config() -> dict[str, Any]:
 
 
 app.add_defaults(celery_config)
+
+
+def transport_for(url: str) -> str | None:
+    """kombu's Redis transport with one reused client (worker/broker.py) for `redis://`;
+    None (kombu's choice by scheme) for anything else, `rediss://` included."""
+    return TRANSPORT if url.partition("://")[0] == "redis" else None
 
 
 def publish_dispatch(user_id: str, wake: Wake) -> None:
