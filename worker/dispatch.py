@@ -15,12 +15,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import Connection, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
 
 from worker import ledger, outcomes
 from worker.context import Context
@@ -67,14 +66,13 @@ def dispatch(ctx: Context, request_id: str, *, due_us: int | None = None, user_i
 @contextmanager
 def pinned(ctx: Context) -> Iterator[tuple[Context, Connection]]:
     """One connection, checked out once for the whole dispatch (no pool round trip or
-    pre-ping per step), and the context with its sessions on it. No transaction stays
+    pre-ping per step); every SQL step of the dispatch runs on it. No transaction stays
     open across the sleep or the call: each step commits. On PostgreSQL every step is one
     statement, so the connection autocommits: no BEGIN and COMMIT round trips."""
     engine = autocommit_engine(ctx.sessions.kw["bind"])
-    client = ctx.client  # built now, not between the fire and the send
+    ctx.client  # noqa: B018 - built now, not between the fire and the send
     with engine.connect() as conn:
-        sessions = sessionmaker(bind=conn, expire_on_commit=False)
-        yield replace(ctx, sessions=sessions, _client=client), conn
+        yield ctx, conn
 
 
 def _dispatch(
@@ -93,7 +91,7 @@ def _dispatch(
         kick(ctx, req.user_id)
         return "stale"
     if ctx.keyring.get(req.user_id) is None:
-        _fail_without_call(ctx, req, "no API key is configured for this userId")
+        _fail_without_call(ctx, conn, req, "no API key is configured for this userId")
         return "no-key"
     ticket_or_word = _reserve(ctx, conn, loaded, due_us)
     if isinstance(ticket_or_word, str):
@@ -326,12 +324,16 @@ def _release(ctx: Context, req: Snapshot, ticket: Ticket) -> None:
         log.warning("reservation of %s not released (it expires): %s", req.id, exc)
 
 
-def _fail_without_call(ctx: Context, req: Snapshot, message: str) -> None:
-    with ctx.sessions.begin() as session:
-        session.execute(
+def _fail_without_call(ctx: Context, conn: Connection, req: Snapshot, message: str) -> None:
+    try:
+        conn.execute(
             update(DistributionRequest)
             .where(DistributionRequest.id == req.id, DistributionRequest.state.in_(WAITING))
             .values(state=State.FAILED, last_message=message, updated_at=utcnow())
         )
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
     ctx.pacer.remove(req.user_id, member(req))
     kick(ctx, req.user_id)

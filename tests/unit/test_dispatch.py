@@ -127,6 +127,17 @@ def test_invalid_ids_and_unknown_user_are_refused(make: Callable[..., Harness]) 
         distributions.validate(h.ctx, "2" * 24, PROJECT, UPLOAD)
 
 
+def test_key_removed_after_enqueue_fails_without_a_call(make: Callable[..., Harness]) -> None:
+    h = make()
+    rid = h.enqueue()
+    h.ctx.keyring._inline.clear()  # the key was rotated out while the request waited
+    assert h.run_messages() == ["no-key"]
+    req = h.request(rid)
+    assert req.state == "failed" and req.last_message == "no API key is configured for this userId"
+    assert h.calls == [] and req.attempts == []
+    assert h.ctx.pacer.members(USER) == []
+
+
 def test_coalescing_supersedes_the_queued_request(make: Callable[..., Harness]) -> None:
     h = make()
     first = h.enqueue()
