@@ -52,6 +52,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
         if "cpu" in t.get("postgres", {}) and "cpu" in t["baseline"]:
             out.append(Row("2 throughput", "machine CPU per dispatch, postgres (ms)", _f(t["postgres"]["cpu"]["total_ms"], ".2f"),
                            _f(t["baseline"]["cpu"]["total_ms"], ".2f"), "", None))  # fmt: skip
+        if "baseline_spdist_transport" in t:
+            b2 = t["baseline_spdist_transport"]["rate"]
+            r = t["postgres"]["rate"] if "postgres" in t else float("nan")
+            out.append(Row("2 throughput", "dispatches/s, bare task with spdist's broker transport too (worker/broker.py); spdist postgres ÷ it",
+                           _f(r / b2, ".2f"), f"{_f(b2)} ({_f(b2 / base, '.2f')} × baseline)", "", None))  # fmt: skip
         if "baseline_celery_defaults" in t:
             d = t["baseline_celery_defaults"]["rate"]
             out.append(Row("2 throughput", "dispatches/s, bare task on Celery's defaults (early ack, prefetch 4, no events)",

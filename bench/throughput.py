@@ -59,7 +59,7 @@ def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str
                  fake_pid: int) -> dict[str, Any]:  # fmt: skip
     """Messages first, then the workers: the rate is the workers', not the publisher's.
     settings "spdist": the workers run with spdist's worker settings (bench/baselines.py);
-    "celery": with Celery's defaults."""
+    "spdist-transport": and spdist's broker transport; "celery": with Celery's defaults."""
     from bench.baselines import celery_app
 
     reset_redis(ws.redis_url)
@@ -142,16 +142,19 @@ def _calls_within(sp_url: str, size: ThroughputSize) -> list[dict[str, Any]]:
 
 
 def run(ws: Workspace, size: ThroughputSize) -> dict[str, Any]:
-    """The bare task on spdist's worker settings (the baseline) and on Celery's defaults, then
-    spdist on Postgres, then on SQLite, against one fake server."""
+    """The bare task on spdist's worker settings (the baseline), on those with spdist's broker
+    transport, and on Celery's defaults, then spdist on Postgres, then on SQLite, against one
+    fake server."""
     fake, sp_url = start_fake(ws.logs("throughput"), interval_s=1.0)
     try:
         baseline = run_baseline(ws, size, sp_url, "spdist", fake.pid)
+        transport = run_baseline(ws, size, sp_url, "spdist-transport", fake.pid)
         defaults = run_baseline(ws, size, sp_url, "celery", fake.pid)
         with postgres_db() as db:
             postgres = run_spdist(ws, size, sp_url, db, fake.pid)
         sqlite = run_spdist(ws, size, sp_url, sqlite_db(ws.folder, "throughput.db"), fake.pid)
     finally:
         fake.stop()
-    return {"size": size, "baseline": baseline, "baseline_celery_defaults": defaults,
-            "postgres": postgres, "sqlite": sqlite}  # fmt: skip
+    return {"size": size, "baseline": baseline, "baseline_spdist_transport": transport,
+            "baseline_celery_defaults": defaults, "postgres": postgres,
+            "sqlite": sqlite}  # fmt: skip
