@@ -9,6 +9,7 @@ from kombu.exceptions import OperationalError
 from redis import RedisError
 
 from worker.broker import TRANSPORT
+from worker.consumer import CONSUMER
 from worker.errors import PacerUnavailable
 from worker.pacer import Wake, parse_member
 from worker.settings import get_settings
@@ -42,6 +43,8 @@ def celery_config() -> dict[str, Any]:
         "task_soft_time_limit": s.lease_s + 30,
         "task_time_limit": s.lease_s + 60,
         "worker_send_task_events": True,
+        # Task events in batches (worker/consumer.py): one PUBLISH per window, not per event.
+        "worker_consumer": CONSUMER,
         "task_send_sent_event": True,
         "enable_utc": True,
         "imports": ("worker.tasks",),
