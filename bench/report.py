@@ -55,7 +55,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         if "baseline_spdist_transport" in t:
             b2 = t["baseline_spdist_transport"]["rate"]
             r = t["postgres"]["rate"] if "postgres" in t else float("nan")
-            out.append(Row("2 throughput", "dispatches/s, bare task with spdist's broker transport too (worker/broker.py); spdist postgres ÷ it",
+            out.append(Row("2 throughput", "dispatches/s, bare task with spdist's Celery plumbing too (worker/broker.py, worker/consumer.py); spdist postgres ÷ it",
                            _f(r / b2, ".2f"), f"{_f(b2)} ({_f(b2 / base, '.2f')} × baseline)", "", None))  # fmt: skip
         if "baseline_celery_defaults" in t:
             d = t["baseline_celery_defaults"]["rate"]

@@ -59,7 +59,8 @@ def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str
                  fake_pid: int) -> dict[str, Any]:  # fmt: skip
     """Messages first, then the workers: the rate is the workers', not the publisher's.
     settings "spdist": the workers run with spdist's worker settings (bench/baselines.py);
-    "spdist-transport": and spdist's broker transport; "celery": with Celery's defaults."""
+    "spdist-transport": and spdist's broker transport and consumer; "celery": with Celery's
+    defaults."""
     from bench.baselines import celery_app
 
     reset_redis(ws.redis_url)
@@ -142,8 +143,8 @@ def _calls_within(sp_url: str, size: ThroughputSize) -> list[dict[str, Any]]:
 
 
 def run(ws: Workspace, size: ThroughputSize) -> dict[str, Any]:
-    """The bare task on spdist's worker settings (the baseline), on those with spdist's broker
-    transport, and on Celery's defaults, then spdist on Postgres, then on SQLite, against one
+    """The bare task on spdist's worker settings (the baseline), on those with spdist's Celery
+    plumbing (broker transport, event batching), and on Celery's defaults, then spdist on Postgres, then on SQLite, against one
     fake server."""
     fake, sp_url = start_fake(ws.logs("throughput"), interval_s=1.0)
     try:
