@@ -50,8 +50,9 @@ same run, same broker, same worker count.
    `worker_prefetch_multiplier=1`, task events on for Flower; taken from
    `worker.celery_app.celery_config`), so the ratio is the cost of spdist's dispatch, not of
    Celery's durability settings. Two more runs of the same task are shown beside it, for
-   scale: with spdist's broker transport as well (`worker/broker.py`, below), and on
-   Celery's defaults (early ack, prefetch 4, no events).
+   scale: with spdist's Celery plumbing as well (`worker/broker.py` and
+   `worker/consumer.py`, below), and on Celery's defaults (early ack, prefetch 4, no
+   events).
 3. **Enqueue API.** `POST /v1/distributions` from a separate process (`bench/load.py`):
    32 concurrent keep-alive connections driven with raw HTTP/1.1 on asyncio streams (an
    `httpx.AsyncClient` each took most of a core at ~1,000 requests/s, CPU the server under
@@ -76,25 +77,27 @@ The machine's two cores are saturated in scenario 2: worker processes, PostgreSQ
 and the fake share them, so the rate follows the machine CPU each call costs, which the
 benchmark meters per part (the details above; typical figures here). The bare task costs
 ~2.6 ms: ~1.4 ms in the worker's main process (Celery's consumer: fetch, late ack, three
-task events per task), ~0.8 ms in the pool (the POST and Celery's trace), the rest Redis and
-the fake. A spdist dispatch costs ~4.6 ms: about the same in the main process, ~1.1 ms more
-in the pool and ~0.7 ms in PostgreSQL. That is its durability: three SQL statements (the
-request with its lane's floor; the claim with its attempt row; the outcome) of which two
-are durable commits (~0.2 ms of server CPU each, measured per statement on the backend's
-/proc), and two Lua calls (reserve before the claim, fire at the send), each round trip
-~0.1–0.15 ms of client CPU on the loaded machine. Each one carries a promise (no call
-without a committed claim, no call inside the interval, no outcome lost), so the ratio sits
-at about 0.5–0.56 of the bare task on this machine and moves that much between runs.
+task events per task), ~0.85 ms in the pool (the POST and Celery's trace), the rest Redis
+and the fake. A spdist dispatch costs ~4.2 ms: ~1.05 ms in the main process, ~2.0 ms in the
+pool (~1.1 ms more than the bare task) and ~0.7 ms in PostgreSQL. That is its durability:
+three SQL statements (the request with its lane's floor; the claim with its attempt row;
+the outcome) of which two are durable commits (~0.2 ms of server CPU each, measured per
+statement on the backend's /proc), and two Lua calls (reserve before the claim, fire at the
+send), each round trip ~0.1–0.15 ms of client CPU on the loaded machine. Each one carries a
+promise (no call without a committed claim, no call inside the interval, no outcome lost).
 
-The main process used to cost spdist ~0.4 ms more than the bare task: kombu's Redis
-transport builds a new `redis.Redis` for every command it sends outside its event loop
-(each ack, each unacked-index entry, each batch of task events), and redis-py's constructor
-rebuilds a table of ~170 response callbacks each time (redis/redis-py#3624). A spdist task
-runs longer, so its events go out in more, smaller batches, and it paid that more often.
-spdist's Celery app (workers, beat, the API's publishes) now uses a transport that builds
-one client per connection pool (`worker/broker.py`, chosen for `redis://` URLs). The bare
-task speeds up with it too (the extra row): against that faster bare task the ratio is
-about 0.48, which is the cost of spdist's own work alone; the goal is judged, as written,
+Two costs were Celery's plumbing, and larger for spdist than for the bare task, because a
+spdist task runs longer. kombu's Redis transport builds a new `redis.Redis` for every
+command it sends outside its event loop (each ack, each unacked-index entry, each batch of
+task events), and redis-py's constructor rebuilds a table of ~170 response callbacks each
+time (redis/redis-py#3624): `worker/broker.py` builds one client per connection pool
+(chosen for `redis://` URLs; spdist's workers, beat and the API's publishes use it). And
+Celery flushes task events on the event loop's next turn, so with tasks of a few
+milliseconds each PUBLISH carried one or two events: `worker/consumer.py` sends them in
+batches 20 ms apart (Flower sees them that much later). Together they took ~0.4 ms off the
+main process per dispatch, and the ratio from about 0.5 to about 0.6. The bare task gains
+from both too (the extra row, 1.2–1.3 × the baseline): against that faster bare task the
+ratio is about 0.48, the cost of spdist's own work alone. The goal is judged, as written,
 against the bare Celery task.
 
 What was cut after profiling: ORM sessions on the hot path (Core statements, then psycopg

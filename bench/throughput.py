@@ -144,8 +144,8 @@ def _calls_within(sp_url: str, size: ThroughputSize) -> list[dict[str, Any]]:
 
 def run(ws: Workspace, size: ThroughputSize) -> dict[str, Any]:
     """The bare task on spdist's worker settings (the baseline), on those with spdist's Celery
-    plumbing (broker transport, event batching), and on Celery's defaults, then spdist on Postgres, then on SQLite, against one
-    fake server."""
+    plumbing (broker transport, event batching), and on Celery's defaults, then spdist on
+    Postgres, then on SQLite, against one fake server."""
     fake, sp_url = start_fake(ws.logs("throughput"), interval_s=1.0)
     try:
         baseline = run_baseline(ws, size, sp_url, "spdist", fake.pid)
