@@ -95,10 +95,10 @@ time (redis/redis-py#3624): `worker/broker.py` builds one client per connection 
 Celery flushes task events on the event loop's next turn, so with tasks of a few
 milliseconds each PUBLISH carried one or two events: `worker/consumer.py` sends them in
 batches 20 ms apart (Flower sees them that much later). Together they took ~0.4 ms off the
-main process per dispatch, and the ratio from about 0.5 to about 0.6. The bare task gains
-from both too (the extra row, 1.2–1.3 × the baseline): against that faster bare task the
-ratio is about 0.48, the cost of spdist's own work alone. The goal is judged, as written,
-against the bare Celery task.
+main process per dispatch, and the ratio from about 0.5 to 0.55–0.62. The bare task gains
+from both too, more than spdist does (the extra row, 1.15–1.4 × the baseline): against that
+faster bare task the ratio is 0.41–0.48, the cost of spdist's own work alone. The goal is
+judged, as written, against the bare Celery task.
 
 What was cut after profiling: ORM sessions on the hot path (Core statements, then psycopg
 directly: SQLAlchemy's execution context cost more CPU than the statements), a ping per
@@ -111,7 +111,10 @@ route's ~0.45 ms); on PostgreSQL it then ran on the event loop (psycopg's async 
 redis.asyncio), ~1.1 ms, a third of it in pool checkouts, round trips and loop wake-ups,
 per request. Now requests that arrive together are stored together: one pipeline to
 PostgreSQL (one transaction) and one to Redis per batch, ~0.6 ms per request, which took
-the rate from 0.47 to about 0.68 of the bare route's and the p99 under 50 ms.
+the rate from 0.47 to about 0.68 of the bare route's. Its p99 sits at the goal: 34–51 ms
+over eight runs on 2026-11-27, 20–25 ms of it the median. A batch shares its stalls (one
+slow commit delays every request in it), and the machine's two cores also run the load
+generator; FastAPI's dependency resolution is ~20 % of the API's CPU, the next thing to cut.
 """
 
 
