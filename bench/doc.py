@@ -112,7 +112,7 @@ redis.asyncio), ~1.1 ms, a third of it in pool checkouts, round trips and loop w
 per request. Now requests that arrive together are stored together: one pipeline to
 PostgreSQL (one transaction) and one to Redis per batch, ~0.6 ms per request, which took
 the rate from 0.47 to about 0.68 of the bare route's. Its p99 sits at the goal: 34–51 ms
-over eight runs on 2026-11-27, 20–25 ms of it the median. A batch shares its stalls (one
+over nine runs on 2026-11-27, 20–25 ms of it the median. A batch shares its stalls (one
 slow commit delays every request in it), and the machine's two cores also run the load
 generator; FastAPI's dependency resolution is ~20 % of the API's CPU, the next thing to cut.
 """
