@@ -12,6 +12,7 @@ Buffered events are flushed before the consumer stops, so a warm shutdown sends 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
@@ -22,16 +23,22 @@ EVENT_FLUSH_S = 0.02
 
 
 class Consumer(CeleryConsumer):
-    _flush_scheduled = False
+    # When the pending flush is due (monotonic seconds), None when none is pending.
+    _flush_at: float | None = None
 
     def on_send_event_buffered(self) -> None:
-        if self.hub is None or self._flush_scheduled:
+        if self.hub is None:
             return
-        self._flush_scheduled = True
+        now = time.monotonic()
+        # One flush pending covers this event. One overdue by a whole window never ran (its
+        # timer entry went with a reconnect, say): schedule another rather than wait forever.
+        if self._flush_at is not None and now < self._flush_at + EVENT_FLUSH_S:
+            return
+        self._flush_at = now + EVENT_FLUSH_S
         self.hub.call_later(EVENT_FLUSH_S, self._flush_batch)
 
     def _flush_batch(self) -> None:
-        self._flush_scheduled = False
+        self._flush_at = None
         self._flush_events()
 
     def _flush_before_stopping(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+from worker import consumer as consumer_mod
 from worker.celery_app import app
 from worker.consumer import EVENT_FLUSH_S, Consumer
 
@@ -45,6 +46,23 @@ def test_events_buffered_together_go_out_in_one_flush() -> None:
     assert dispatcher.flushes == 1
     c.on_send_event_buffered()  # the next event opens the next window
     assert len(hub.later) == 1
+
+
+def test_a_flush_that_never_ran_is_scheduled_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(consumer_mod.time, "monotonic", lambda: clock[0])
+    hub, dispatcher = Hub(), Dispatcher()
+    c = bare(dispatcher, hub)
+    c.on_send_event_buffered()
+    hub.later.clear()  # its timer entry is gone, as with a reset timer
+    clock[0] += EVENT_FLUSH_S / 2
+    c.on_send_event_buffered()
+    assert hub.later == []  # not overdue yet: it may still run
+    clock[0] += 2 * EVENT_FLUSH_S
+    c.on_send_event_buffered()
+    assert len(hub.later) == 1
+    hub.later.pop()[1]()
+    assert dispatcher.flushes == 1
 
 
 def test_a_stop_or_shutdown_flushes_what_is_buffered(monkeypatch: pytest.MonkeyPatch) -> None:
