@@ -59,12 +59,12 @@ class Ticket:
 
 def dispatch(ctx: Context, request_id: str, *, due_us: int | None = None, user_id: str = "") -> str:
     """Try to make the call for this request; returns a word saying what happened."""
-    with pinned(ctx) as (one, conn):
-        return _dispatch(one, conn, request_id, due_us, user_id)
+    with pinned(ctx) as conn:
+        return _dispatch(ctx, conn, request_id, due_us, user_id)
 
 
 @contextmanager
-def pinned(ctx: Context) -> Iterator[tuple[Context, Connection]]:
+def pinned(ctx: Context) -> Iterator[Connection]:
     """One connection, checked out once for the whole dispatch (no pool round trip or
     pre-ping per step); every SQL step of the dispatch runs on it. No transaction stays
     open across the sleep or the call: each step commits. On PostgreSQL every step is one
@@ -72,7 +72,7 @@ def pinned(ctx: Context) -> Iterator[tuple[Context, Connection]]:
     engine = autocommit_engine(ctx.sessions.kw["bind"])
     ctx.client  # noqa: B018 - built now, not between the fire and the send
     with engine.connect() as conn:
-        yield ctx, conn
+        yield conn
 
 
 def _dispatch(
