@@ -31,7 +31,7 @@ celery_app.conf.update(
 # unset: Celery's defaults (early acks, prefetch 4, no events), reported beside it.
 WORKER_SETTINGS = ("task_acks_late", "task_reject_on_worker_lost", "worker_prefetch_multiplier",
                    "worker_send_task_events", "task_send_sent_event")  # fmt: skip
-# BENCH_WORKER_SETTINGS=spdist-transport: those settings, and spdist's changes to Celery's
+# BENCH_WORKER_SETTINGS=spdist-plumbing: those settings, and spdist's changes to Celery's
 # plumbing too (worker/broker.py: one Redis client per pool instead of one per command;
 # worker/consumer.py: task events in batches), for scale.
 if os.environ.get("BENCH_WORKER_SETTINGS", "").startswith("spdist"):
@@ -39,7 +39,7 @@ if os.environ.get("BENCH_WORKER_SETTINGS", "").startswith("spdist"):
 
     spdist = celery_config()
     celery_app.conf.update({name: spdist[name] for name in WORKER_SETTINGS})
-    if os.environ["BENCH_WORKER_SETTINGS"] == "spdist-transport":
+    if os.environ["BENCH_WORKER_SETTINGS"] == "spdist-plumbing":
         celery_app.conf.broker_transport = spdist["broker_transport"]
         celery_app.conf.worker_consumer = spdist["worker_consumer"]
 

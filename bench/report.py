@@ -52,8 +52,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
         if "cpu" in t.get("postgres", {}) and "cpu" in t["baseline"]:
             out.append(Row("2 throughput", "machine CPU per dispatch, postgres (ms)", _f(t["postgres"]["cpu"]["total_ms"], ".2f"),
                            _f(t["baseline"]["cpu"]["total_ms"], ".2f"), "", None))  # fmt: skip
-        if "baseline_spdist_transport" in t:
-            b2 = t["baseline_spdist_transport"]["rate"]
+        if "baseline_spdist_plumbing" in t:
+            b2 = t["baseline_spdist_plumbing"]["rate"]
             r = t["postgres"]["rate"] if "postgres" in t else float("nan")
             out.append(Row("2 throughput", "dispatches/s, bare task with spdist's Celery plumbing too (worker/broker.py, worker/consumer.py); spdist postgres ÷ it",
                            _f(r / b2, ".2f"), f"{_f(b2)} ({_f(b2 / base, '.2f')} × baseline)", "", None))  # fmt: skip

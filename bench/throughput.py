@@ -59,7 +59,7 @@ def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str
                  fake_pid: int) -> dict[str, Any]:  # fmt: skip
     """Messages first, then the workers: the rate is the workers', not the publisher's.
     settings "spdist": the workers run with spdist's worker settings (bench/baselines.py);
-    "spdist-transport": and spdist's broker transport and consumer; "celery": with Celery's
+    "spdist-plumbing": and spdist's broker transport and consumer; "celery": with Celery's
     defaults."""
     from bench.baselines import celery_app
 
@@ -149,13 +149,13 @@ def run(ws: Workspace, size: ThroughputSize) -> dict[str, Any]:
     fake, sp_url = start_fake(ws.logs("throughput"), interval_s=1.0)
     try:
         baseline = run_baseline(ws, size, sp_url, "spdist", fake.pid)
-        transport = run_baseline(ws, size, sp_url, "spdist-transport", fake.pid)
+        plumbing = run_baseline(ws, size, sp_url, "spdist-plumbing", fake.pid)
         defaults = run_baseline(ws, size, sp_url, "celery", fake.pid)
         with postgres_db() as db:
             postgres = run_spdist(ws, size, sp_url, db, fake.pid)
         sqlite = run_spdist(ws, size, sp_url, sqlite_db(ws.folder, "throughput.db"), fake.pid)
     finally:
         fake.stop()
-    return {"size": size, "baseline": baseline, "baseline_spdist_transport": transport,
+    return {"size": size, "baseline": baseline, "baseline_spdist_plumbing": plumbing,
             "baseline_celery_defaults": defaults, "postgres": postgres,
             "sqlite": sqlite}  # fmt: skip
