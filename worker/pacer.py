@@ -14,6 +14,7 @@ Any Redis error surfaces as PacerUnavailable: the caller makes no call (fail clo
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -198,8 +199,15 @@ class Pacer:
     ) -> list[str | int]:
         """ARGV of wake.lua (its KEYS are `keys.lane_keys(user_id)`)."""
         member, score = add or ("", 0)
-        return [self.lead_us, self.max_countdown_us, self.wake_grace_ms,
+        return [self.lead_us, self.max_countdown_us, self.grace_ms(),
                 "1" if force else "0", member, score, replaces or ""]  # fmt: skip
+
+    def grace_ms(self) -> int:
+        """How long past its due time a wake marker lasts: the grace, plus up to half again
+        at random. Lanes woken together (a burst of new lanes, a reconciler pass after a
+        flush) whose messages no worker takes then come due again spread out, not as one
+        burst of duplicate messages from whichever process enqueues next."""
+        return self.wake_grace_ms + random.randrange(self.wake_grace_ms // 2 + 1)
 
     @property
     def wake_source(self) -> str:

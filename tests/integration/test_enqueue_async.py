@@ -5,6 +5,8 @@ costs no request but the bad one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -131,3 +133,66 @@ def test_a_caller_that_goes_away_still_has_its_request_stored(
 
     asyncio.run(hang_up())
     assert len(rows(c)) == 4 and len(c.pacer.members(u)) == 4
+
+
+def test_answers_do_not_wait_for_the_dispatch_message(pg_url: str, redis_url: str) -> None:
+    """The broker is slow: the batch is answered once stored and in its lanes; the message
+    still goes out, and close() waits for it."""
+    sent: list[tuple[str, Wake]] = []
+    release = threading.Event()
+
+    def slow_publish(user_id: str, wake: Wake) -> None:
+        assert release.wait(10)
+        sent.append((user_id, wake))
+
+    c = make_ctx(pg_url, redis_url, sent)
+    c = dataclasses.replace(c, publish=slow_publish)
+    u = user()
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        fast = AsyncEnqueue(c)
+        await fast.open()
+        try:
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(fast.enqueue(new(u, p, p)) for p in range(3))), 5
+            )
+            before = list(sent)  # answered while the message was still on its way
+        finally:
+            release.set()
+            await fast.close()
+        return answers, before
+
+    try:
+        answers, before = asyncio.run(run())
+        assert before == []
+        assert all(placed is not None for _, placed in answers)
+        assert [user_id for user_id, _ in sent] == [u]  # one message: the lane's head
+        assert sent[0][1].member == c.pacer.members(u)[0]
+    finally:
+        close(c)
+
+
+def test_the_batch_statement_is_planned_from_each_runs_values(
+    ctx: tuple[Context, list[Any]],
+) -> None:
+    """Prepared, but never a generic plan: one made while the table was small would scan
+    a whole lane per insert once it grew."""
+    c, _ = ctx
+
+    async def run() -> list[Any]:
+        fast = AsyncEnqueue(c)
+        await fast.open()
+        try:
+            for i in range(12):  # psycopg prepares on the 5th run, PostgreSQL goes generic
+                await fast.enqueue(new(user(), i, i))  # after 5 custom plans, unless told
+            async with fast.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                )
+                return list(await cur.fetchall())
+        finally:
+            await fast.close()
+
+    plans = asyncio.run(run())
+    assert plans, "the statement was not prepared"
+    assert all(row.generic_plans == 0 and row.custom_plans > 0 for row in plans), plans

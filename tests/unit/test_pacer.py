@@ -9,6 +9,7 @@ import fakeredis
 import pytest
 from fakeredis.commands_mixins import server_mixin
 
+from worker import keys
 from worker.pacer import US, Pacer, lane_member
 
 USER = "a" * 24
@@ -149,6 +150,19 @@ def test_wake_names_the_head_once(pacer: Pacer, clock: Clock) -> None:
     assert wake is not None and wake.member == m(1) and wake.delay_s == 0
     assert pacer.wake(USER) is None  # already in flight
     assert pacer.wake(USER, force=True) is not None
+
+
+def test_lanes_woken_together_come_due_again_spread_out(pacer: Pacer) -> None:
+    """A wake marker lasts the grace plus up to half again: lanes woken at once whose
+    messages nobody takes are not all woken again in the same instant."""
+    users = [f"{i:024x}" for i in range(60)]
+    for u in users:
+        pacer.add(u, [(m(1), 0)])
+        assert pacer.wake(u) is not None
+    grace = pacer.wake_grace_ms
+    ttls = [pacer.redis.pttl(keys.lane_wake(u)) for u in users]
+    assert all(grace - 1000 <= t <= grace * 3 // 2 for t in ttls), ttls
+    assert max(ttls) - min(ttls) > grace // 4  # spread: 60 draws from a 2.5 s range
 
 
 def test_wake_waits_for_the_slot_and_skips_far_ones(pacer: Pacer, clock: Clock) -> None:
