@@ -7,18 +7,22 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from worker.context import Context, get_context
-
-bearer = HTTPBearer(auto_error=False, description="A token from SPDIST_API_TOKENS.")
 
 
 # Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in
 # the thread pool, and that hop cost more than the rest of an enqueue's CPU.
 async def get_ctx(request: Request) -> Context:
     """The context the app was built with, else the process's own."""
+    return _context(request)
+
+
+def _context(request: HTTPConnection) -> Context:
     ctx: Context | None = getattr(request.app.state, "ctx", None)
     return ctx if ctx is not None else get_context()
 
@@ -43,15 +47,18 @@ def token_ok(given: str, accepted: list[str]) -> bool:
     return found
 
 
-async def require_token(
-    ctx: CtxDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """401 unless the request carries one of SPDIST_API_TOKENS as a bearer token."""
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise _unauthorized("a bearer token is required")
-    if not token_ok(creds.credentials, ctx.settings.token_list()):
-        raise _unauthorized("the bearer token is not valid")
+class BearerToken(HTTPBearer):
+    """401 unless the request carries one of SPDIST_API_TOKENS as a bearer token.
+
+    The scheme (for OpenAPI) and the check in one dependency: as three (the scheme, the
+    context, the check) FastAPI's resolving them was a tenth of the enqueue route's CPU."""
+
+    async def __call__(self, request: HTTPConnection) -> None:  # type: ignore[override]
+        scheme, given = get_authorization_scheme_param(request.headers.get("authorization"))
+        if scheme.lower() != "bearer" or not given:
+            raise _unauthorized("a bearer token is required")
+        if not token_ok(given, _context(request).settings.token_list()):
+            raise _unauthorized("the bearer token is not valid")
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -60,4 +67,6 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-AuthDep = Depends(require_token)
+AuthDep = Depends(
+    BearerToken(scheme_name="HTTPBearer", description="A token from SPDIST_API_TOKENS.")
+)

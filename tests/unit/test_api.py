@@ -78,6 +78,16 @@ def api(tmp_path: Path) -> Iterator[Api]:
         yield a
 
 
+def test_openapi_declares_the_bearer_scheme_on_every_v1_route(api: Api) -> None:
+    doc = api.client.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            v1 = path.startswith("/v1/") and "/webhooks/" not in path
+            wanted = [{"HTTPBearer": []}] if v1 else None
+            assert op.get("security") == wanted, (method, path)
+
+
 @pytest.mark.parametrize(
     "headers",
     [
