@@ -60,7 +60,7 @@ same run, same broker, same worker count.
    100 users (PostgreSQL, private Redis, no workers running). **Baseline**: a bare FastAPI
    route (`bench/baselines.py`) parsing the same body with spdist's own `DistributionIn`
    and returning it. Both served by `uvicorn --workers 1 --log-level warning
-   --no-access-log`.
+   --no-access-log` (with httptools and uvloop, which spdist installs).
 4. **Memory under backlog.** One worker node (`--concurrency 2`) and beat, interval 120 s.
    *Idle*: after one call in each of 100 lanes (the pool has imported and connected
    everything) and a few reconciler passes. Then 10,000 requests arrive in those 100 lanes
@@ -111,10 +111,24 @@ route's ~0.45 ms); on PostgreSQL it then ran on the event loop (psycopg's async 
 redis.asyncio), ~1.1 ms, a third of it in pool checkouts, round trips and loop wake-ups,
 per request. Now requests that arrive together are stored together: one pipeline to
 PostgreSQL (one transaction) and one to Redis per batch, ~0.6 ms per request, which took
-the rate from 0.47 to about 0.68 of the bare route's. Its p99 sits at the goal: 34–51 ms
-over nine runs on 2026-11-27, 20–25 ms of it the median. A batch shares its stalls (one
-slow commit delays every request in it), and the machine's two cores also run the load
-generator; FastAPI's dependency resolution is ~20 % of the API's CPU, the next thing to cut.
+the rate from 0.47 to about 0.68 of the bare route's.
+
+Its p99 then sat at the goal: 34–51 ms over nine runs on 2026-11-27, then 53–76 ms in five
+runs later that day on a slower machine. A latency trace showed why: a spike 5 s after the
+load began, every time. Each lane woken in the warm-up lost its wake marker at once (no
+worker runs here), so the next batch for each sent its dispatch message again, and the
+batch's answers waited for ~100 kombu sends in a thread (~0.6 ms of CPU each). The answers
+report only that the request is stored and in its lane, so the send now runs beside them,
+and a marker lasts its grace plus up to half again at random, so lanes woken together come
+due spread out. PostgreSQL parsed and planned the batch statement for every row (0.31 ms of
+server CPU); prepared, on connections that still plan it from each run's values
+(`plan_cache_mode=force_custom_plan`: a generic plan made while the table was small scanned
+a lane per insert), 0.20 ms. The bearer check became one dependency instead of three
+(resolving the two extra ones cost ~6 % of the route's CPU in the API process). And uvicorn
+now runs with httptools and uvloop, installed with spdist, for both routes: HTTP parsing and
+the event loop in C. Over five runs each after that: p99 29–34 ms (the median ~20 ms), rate
+ratio 0.56–0.65 (the bare route gains more from httptools than spdist does; without the two
+0.67–0.72 and p99 40–44 ms).
 """
 
 
