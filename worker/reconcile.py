@@ -164,22 +164,26 @@ def _lanes_with_work(ctx: Context) -> Sequence[str]:
 
 
 def _refill(ctx: Context, user_ids: Sequence[str]) -> None:
-    """Lanes that Redis lost (restarted empty, flushed): put their waiting requests back."""
+    """Lanes that Redis lost (restarted empty, flushed): put their waiting requests back.
+
+    Streamed, BATCH rows at a time, and only the columns a lane entry is made of: a pass
+    that refills lanes holding 10,000 requests held them all as ORM objects (~1 KB each)
+    and left the pool process that ran it ~10 MB larger for good."""
     if not user_ids:
         return
+    R = DistributionRequest
+    query = (
+        select(R.user_id, R.id, R.seq, R.project_id, R.upload_id, R.priority)
+        .where(R.user_id.in_(user_ids), R.state.in_(WAITING), R.next_attempt_at.is_(None))
+        .execution_options(yield_per=BATCH)
+    )
     with ctx.sessions() as session:
-        rows = session.scalars(
-            select(DistributionRequest).where(
-                DistributionRequest.user_id.in_(user_ids),
-                DistributionRequest.state.in_(WAITING),
-                DistributionRequest.next_attempt_at.is_(None),
-            )
-        ).all()
-    by_user: dict[str, list[tuple[str, int]]] = {}
-    for r in rows:
-        by_user.setdefault(r.user_id, []).append((member(r), score(r)))
-    for user_id, entries in by_user.items():
-        ctx.pacer.add(user_id, entries)
+        for chunk in session.execute(query).partitions():
+            by_user: dict[str, list[tuple[str, int]]] = {}
+            for r in chunk:
+                by_user.setdefault(r.user_id, []).append((member(r), score(r)))
+            for user_id, entries in by_user.items():
+                ctx.pacer.add(user_id, entries)
 
 
 def _pending_webhooks(ctx: Context) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import fakeredis
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from worker import distributions, keys, reconcile
@@ -234,6 +234,26 @@ def test_redis_down_means_no_call_and_nothing_lost(make: Callable[..., Harness])
     h.redis.delete(keys.lane_wake(USER))  # the lost message's marker expires
     reconcile.reconcile(h.ctx)
     assert h.run_messages() == ["triggered"]
+
+
+def test_a_lane_redis_lost_is_refilled_from_sql_in_chunks(
+    make: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = make()
+    monkeypatch.setattr(reconcile, "BATCH", 2)  # five waiting requests: three chunks
+    for p in range(5):
+        h.enqueue(project=f"{p + 1:024x}")
+    reconcile.reconcile(h.ctx)  # the outbox marks them published: only a refill brings
+    reconcile.reconcile(h.ctx)  # them back now
+    reconcile.reconcile(h.ctx)
+    lane = h.ctx.pacer.members(USER)
+    assert len(lane) == 5
+    with h.ctx.sessions() as s:
+        assert s.scalar(select(func.count()).where(DistributionRequest.published_at.is_(None))) == 0
+    h.redis.flushall()
+    reconcile.reconcile(h.ctx)
+    assert h.ctx.pacer.members(USER) == lane  # every one back, in the same order
+    assert h.run_messages(limit=1) == ["triggered"]
 
 
 def test_message_run_just_before_its_slot_waits_instead_of_going_round(
