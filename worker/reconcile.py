@@ -4,10 +4,10 @@ Run by `spdist beat` every SPDIST_RECONCILE_EVERY_S (the pass itself runs on a w
 It closes the holes of Celery on Redis from the system of record:
 
     expire_leases    a claim whose worker died or hung: its attempt becomes `unknown`
-    publish_outbox   requests stored while Redis was unreachable
-    requeue_due      `retrying` requests past their next_attempt_at go back in line
     wake_lanes       lanes with a waiting head but no dispatch message in flight
                      (message lost, its worker killed, Redis flushed or restarted)
+    publish_outbox   requests stored while Redis was unreachable
+    requeue_due      `retrying` requests past their next_attempt_at go back in line
 
 Every step reads through an index and touches only due rows; lanes are checked in one
 script call (idle.lua) and only those without a wake marker run a script. Every write is
@@ -45,9 +45,12 @@ def reconcile(ctx: Context) -> dict[str, int]:
     try:
         now = outcomes.from_us(ctx.pacer.now_us())
         counts["leases_expired"] = expire_leases(ctx, now)
+        # Lanes first: a lane Redis lost is refilled from SQL only while it is empty, and
+        # the outbox and the requeue would each put a few requests back in it (the newest,
+        # or a retry), so it would pass for intact and run those before the older ones.
+        counts["lanes_woken"] = wake_lanes(ctx)
         counts["published"] = publish_outbox(ctx)
         counts["requeued"] = requeue_due(ctx, now)
-        counts["lanes_woken"] = wake_lanes(ctx)
     except PacerUnavailable as exc:
         log.warning("reconciler paused: %s", exc)
         counts["redis_errors"] += 1

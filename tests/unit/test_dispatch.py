@@ -256,6 +256,22 @@ def test_a_lane_redis_lost_is_refilled_from_sql_in_chunks(
     assert h.run_messages(limit=1) == ["triggered"]
 
 
+def test_a_flushed_lane_comes_back_whole_when_some_requests_were_not_marked_yet(
+    make: Callable[..., Harness],
+) -> None:
+    """The outbox re-adds the requests it has not marked published; the lane must not then
+    pass for intact and run those newest ones before the older requests SQL holds."""
+    h = make()
+    for p in range(3):
+        h.enqueue(project=f"{p + 1:024x}")
+    reconcile.reconcile(h.ctx)  # the outbox marks these three published
+    h.enqueue(project=f"{9:024x}")  # not marked yet
+    lane = h.ctx.pacer.members(USER)
+    h.redis.flushall()
+    reconcile.reconcile(h.ctx)
+    assert h.ctx.pacer.members(USER) == lane
+
+
 def test_message_run_just_before_its_slot_waits_instead_of_going_round(
     make: Callable[..., Harness],
 ) -> None:
