@@ -98,7 +98,9 @@ batches 20 ms apart (Flower sees them that much later). Together they took ~0.4 
 main process per dispatch, and the ratio from about 0.5 to 0.55–0.62. The bare task gains
 from both too, more than spdist does (the extra row, 1.15–1.4 × the baseline): against that
 faster bare task the ratio is 0.41–0.48, the cost of spdist's own work alone. The goal is
-judged, as written, against the bare Celery task.
+judged, as written, against the bare Celery task. Later on 2026-11-27 the machine ran
+slower (the bare task at 520–580 dispatches/s, not ~690) and its Celery-side costs grew
+more than spdist's: three full runs read 0.69–0.74 (0.50–0.53 against the faster bare task).
 
 What was cut after profiling: ORM sessions on the hot path (Core statements, then psycopg
 directly: SQLAlchemy's execution context cost more CPU than the statements), a ping per
