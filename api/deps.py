@@ -51,7 +51,7 @@ class BearerToken(HTTPBearer):
     """401 unless the request carries one of SPDIST_API_TOKENS as a bearer token.
 
     The scheme (for OpenAPI) and the check in one dependency: as three (the scheme, the
-    context, the check) FastAPI's resolving them was a tenth of the enqueue route's CPU."""
+    context, the check) they cost the enqueue route ~6 % more CPU in FastAPI's resolving."""
 
     async def __call__(self, request: HTTPConnection) -> None:  # type: ignore[override]
         scheme, given = get_authorization_scheme_param(request.headers.get("authorization"))
