@@ -38,11 +38,15 @@ def need(host: str, port: int, name: str) -> None:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A Redis database of its own, emptied before and after the test."""
+    """A Redis database of its own, emptied before and after the test.
+
+    ``SPDIST_TEST_REDIS_DB`` picks another database number, so two checkouts can run their
+    suites side by side on one Redis.
+    """
     import redis
 
     need(REDIS_HOST, REDIS_PORT, "Redis")
-    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/9"
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{os.environ.get('SPDIST_TEST_REDIS_DB', '9')}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url
