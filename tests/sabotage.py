@@ -92,8 +92,8 @@ CASES = (
            "    return Plan(**base, request_values=_to(State.FAILED, result.message))\n"),)),
     Case("worker clocks ±5 min", "lease on the Redis clock (written on the worker's clock)",
          f"{SYSTEM}/test_processes.py::test_worker_clocks_five_minutes_ahead_and_behind",
-         (("worker/dispatch.py", "    lease = from_us(slot_us) + timedelta(seconds=s.lease_s)\n",
-           "    lease = utcnow() + timedelta(seconds=s.lease_s)\n"),)),
+         (("worker/dispatch.py", "    lease = from_us(slot_us) + timedelta(seconds=ctx.settings.lease_s)\n",
+           "    lease = utcnow() + timedelta(seconds=ctx.settings.lease_s)\n"),)),
 )  # fmt: skip
 
 

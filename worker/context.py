@@ -58,6 +58,7 @@ def make_pacer(settings: Settings, client: redis.Redis) -> Pacer:
         guard_s=settings.guard_s,
         lead_s=settings.pacer_lead_s,
         max_late_s=settings.pacer_max_late_s,
+        send_window_s=settings.pacer_send_window_s,
         max_countdown_s=settings.max_countdown_s,
     )
 

@@ -1,11 +1,17 @@
 """One dispatch: reserve the lane's slot, claim in SQL, fire on time, call, record.
 
-    reserve (Redis)  ->  claim + attempt row (SQL, committed)  ->  sleep until the slot
-    ->  fire (Redis: the next slot opens `interval` after this instant)  ->  HTTP call
+    reserve (Redis)  ->  claim: fence + request + attempt row (SQL, one commit)
+    ->  open the connection (DNS, TCP, TLS)  ->  sleep until the slot
+    ->  fire (Redis: the next slot opens `interval` after this instant)  ->  HTTP request
+    ->  the lane's next slot moved to when the request actually left, plus the interval
     ->  record the outcome (SQL, fenced by the attempt number)  ->  settle and wake the lane
 
-Everything slow (the SQL writes) happens *before* the slot, inside the `lead` the pacer
-grants; only the fire script stands between the slot and the send.
+Everything slow (the SQL writes, the connection set-up) happens *before* the slot, inside
+the `lead` the pacer grants; only the fire script stands between the slot and the send.
+Whatever still delays the send (a GC pause, a descheduled or stopped process, a connection
+that closed meanwhile) moves the next slot by as much. The claim is refused when the
+user's pacing fence in SQL stands after the granted slot, whatever Redis remembers: a lane
+whose Redis state is older than the truth is corrected, never obeyed.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from worker import ledger, outcomes
 from worker.context import Context
 from worker.db import autocommit_engine
 from worker.distributions import kick, member, score
-from worker.errors import PacerUnavailable, StreampixelError
-from worker.ledger import Loaded, Snapshot
+from worker.errors import NotSent, PacerUnavailable, StreampixelError
+from worker.ledger import Fenced, Loaded, Snapshot
 from worker.models import (
     WAITING,
     DistributionRequest,
@@ -35,7 +41,7 @@ from worker.models import (
 )
 from worker.outcomes import from_us
 from worker.pacer import US, Reply, parse_member
-from worker.streampixel import Triggered
+from worker.streampixel import SendTiming, Triggered
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,17 @@ class Ticket:
     member: str
     slot_us: int
     slot_mono: float
+
+
+@dataclass(frozen=True)
+class Fired:
+    """A slot taken: the Redis time of firing, the entries left in the lane, and this
+    process's monotonic clock just *before* the fire script was sent (every instant it
+    measures from there is at least as late on Redis's clock as it says)."""
+
+    now_us: int
+    waiting: int
+    before_mono: float
 
 
 def dispatch(ctx: Context, request_id: str, *, due_us: int | None = None, user_id: str = "") -> str:
@@ -100,29 +117,60 @@ def _dispatch(
 
 
 def _dispatch_reserved(ctx: Context, conn: Connection, req: Snapshot, ticket: Ticket) -> str:
+    fence_us = ctx.pacer.worst_free_us(ticket.slot_us)
     try:
-        number = _claim(ctx, conn, req, ticket.slot_us)
+        claimed = _claim(ctx, conn, req, ticket.slot_us, fence_us)
     except SQLAlchemyError:
         _release(ctx, req, ticket)
         raise
-    if number is None:
+    if isinstance(claimed, Fenced):
+        _correct_lane(ctx, req, ticket, claimed)
+        return "fenced"
+    if claimed is None:
         _release(ctx, req, ticket)
+        _restore_fence(conn, req, req.attempt_count + 1, fence_us)
         return "claimed-elsewhere"
+    _prepare(ctx)
     fired = _fire(ctx, req, ticket)
-    if fired is None:
-        _unclaim(conn, req, number)
-        ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token, action="requeue",
-                         score=score(req))  # fmt: skip
-        kick(ctx, req.user_id)
+    result = None if fired is None else _call(ctx, req, fired)
+    if fired is None or result is None:
+        _missed(ctx, conn, req, ticket, claimed, fence_us)
         return "slot-missed"
-    fired_us, waiting = fired
-    result = _call(ctx, req)
-    if waiting:
-        _wake_next(ctx, req)
-    plan = outcomes.plan(ctx.settings, req, result, fired_us)
-    recorded = _record(ctx, conn, req, number, plan)
+    answer, left_us = result
+    _left(ctx, req, left_us, fired.waiting)
+    plan = outcomes.plan(ctx.settings, req, answer, left_us)
+    recorded = _record(ctx, conn, req, claimed, plan, fence_us)
     _settle(ctx, req, ticket, plan)
     return plan.outcome if recorded else "lease-lost"
+
+
+def _missed(ctx: Context, conn: Connection, req: Snapshot, ticket: Ticket, number: int,
+            fence_us: int) -> None:  # fmt: skip
+    """No call was made after all: undo the claim, keep the request at the lane's head."""
+    _unclaim(conn, req, number, fence_us)
+    ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token, action="requeue",
+                     score=score(req))  # fmt: skip
+    kick(ctx, req.user_id)
+
+
+def _correct_lane(ctx: Context, req: Snapshot, ticket: Ticket, fenced: Fenced) -> None:
+    """Redis granted a slot before the record allows (its state is older than the truth:
+    a failover to a lagging replica, a restore from a snapshot): move the lane's next slot
+    to the fence and wake the lane for then."""
+    early_s = (fenced.not_before_us - ticket.slot_us) / US
+    log.warning("lane of %s: Redis granted a slot %.3f s before the last call allows "
+                "(Redis state older than SQL); moved to the fence", req.user_id, early_s)  # fmt: skip
+    ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token,
+                     not_before_us=fenced.not_before_us)  # fmt: skip
+    kick(ctx, req.user_id, force=True)
+
+
+def _prepare(ctx: Context) -> None:
+    """Open the call's connection now, in the lead; if that fails, the call tries again."""
+    try:
+        ctx.client.prepare()
+    except StreampixelError as exc:
+        log.warning("no connection to Streampixel opened ahead of the slot: %s", exc)
 
 
 def _drop_ghost(ctx: Context, user_id: str, request_id: str) -> None:
@@ -206,41 +254,48 @@ def _restore_lane(ctx: Context, conn: Connection, user_id: str, now_us: int) -> 
     return floor
 
 
-def _claim(ctx: Context, conn: Connection, req: Snapshot, slot_us: int) -> int | None:
-    """Conditional UPDATE to `dispatching` plus the attempt row, committed before the call."""
-    s = ctx.settings
+def _claim(ctx: Context, conn: Connection, req: Snapshot, slot_us: int,
+           fence_us: int) -> int | Fenced | None:  # fmt: skip
+    """The fence moved to `fence_us`, the conditional UPDATE to `dispatching` and the
+    attempt row: one commit, before the call."""
     # The lease runs on the Redis clock (the slot's), which every reconciler reads too:
     # a worker whose own clock is off must not write a lease that is already expired.
-    lease = from_us(slot_us) + timedelta(seconds=s.lease_s)
-    worst_fire = slot_us + int(s.pacer_max_late_s * US)
-    attempt = {"slot_us": slot_us, "lane_free_us": worst_fire + ctx.pacer.gap_us,
-               "worker": ctx.worker_name}  # fmt: skip
+    lease = from_us(slot_us) + timedelta(seconds=ctx.settings.lease_s)
+    attempt = {"slot_us": slot_us, "lane_free_us": fence_us, "worker": ctx.worker_name}
     return ledger.claim(conn, req, utcnow(), lease, attempt)
 
 
-def _unclaim(conn: Connection, req: Snapshot, number: int) -> None:
+def _unclaim(conn: Connection, req: Snapshot, number: int, fence_us: int) -> None:
     """No call was made after all: remove the attempt row, put the request back."""
     try:
-        ledger.unclaim(conn, req, number)
+        ledger.unclaim(conn, req, number, fence_us)
     except SQLAlchemyError:
         log.exception("could not undo claim of %s; its lease will expire", req.id)
 
 
-def _fire(ctx: Context, req: Snapshot, ticket: Ticket) -> tuple[int, int] | None:
-    """Sleep until the slot, then take it; the Redis time of firing and the entries left in
-    the lane, or None (no call)."""
+def _restore_fence(conn: Connection, req: Snapshot, number: int, fence_us: int) -> None:
+    """A claim refused after moving the fence (its request changed meanwhile) gives it back."""
+    try:
+        ledger.restore_fence(conn, req, number, fence_us)
+    except SQLAlchemyError:
+        log.exception("could not give back the fence of %s; the lane waits longer", req.user_id)
+
+
+def _fire(ctx: Context, req: Snapshot, ticket: Ticket) -> Fired | None:
+    """Sleep until the slot, then take it; None: no call."""
     target = ticket.slot_mono
     for _ in range(20):
         delay = target - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        before = time.monotonic()
         try:
             reply = ctx.pacer.fire(req.user_id, ticket.member, ticket.token)
         except PacerUnavailable as exc:
             log.warning("no call for %s: %s", req.id, exc)
             return None
         if reply.kind == "fired":
-            return reply.now_us, reply.value
+            return Fired(reply.now_us, reply.value, before)
         if reply.kind != "early":
             log.warning("no call for %s: slot %s", req.id, reply.kind)
             return None
@@ -248,21 +303,46 @@ def _fire(ctx: Context, req: Snapshot, ticket: Ticket) -> tuple[int, int] | None
     return None
 
 
-def _call(ctx: Context, req: Snapshot) -> Triggered | StreampixelError:
+def _call(
+    ctx: Context, req: Snapshot, fired: Fired
+) -> tuple[Triggered | StreampixelError, int] | None:
+    """The call, sent no later than the send window after the fire, and the Redis time it
+    left at; None if it was given up before a byte left."""
     api_key = ctx.keyring.get(req.user_id) or ""
+    timing = SendTiming()
+    send_by = fired.before_mono + ctx.settings.pacer_send_window_s
     try:
-        return ctx.client.distribute(
-            api_key=api_key,
-            user_id=req.user_id,
-            project_id=req.project_id,
-            upload_id=req.upload_id,
-        )
+        answer: Triggered | StreampixelError = ctx.client.distribute(
+            api_key=api_key, user_id=req.user_id, project_id=req.project_id,
+            upload_id=req.upload_id, send_by=send_by, timing=timing,
+        )  # fmt: skip
+    except NotSent as exc:
+        log.warning("no call for %s: %s", req.id, exc)
+        return None
     except StreampixelError as exc:
-        return exc
+        answer = exc
+    # Unknown (the transport reports nothing, or the request never got out): assume now.
+    left_mono = timing.sent_mono if timing.sent_mono is not None else time.monotonic()
+    return answer, fired.now_us + max(0, int((left_mono - fired.before_mono) * US))
+
+
+def _left(ctx: Context, req: Snapshot, left_us: int, waiting: int) -> None:
+    """The lane's next slot: the interval after the call actually left, not after the fire.
+    The next head's message goes out now too, before this answer is recorded, so a slow
+    database write never delays the next slot (a 429 re-wakes this one)."""
+    not_before = left_us + ctx.pacer.gap_us
+    try:
+        if waiting:
+            kick(ctx, req.user_id, not_before_us=not_before)
+        else:  # a request enqueued since wakes the lane itself
+            ctx.pacer.settle(req.user_id, "", not_before_us=not_before)
+    except PacerUnavailable as exc:
+        log.warning("lane of %s not moved on (the fence holds it): %s", req.user_id, exc)
 
 
 def _record(
-    ctx: Context, conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan
+    ctx: Context, conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan,
+    fence_us: int,
 ) -> bool:
     """Complete the attempt and move the request, fenced by the attempt number.
 
@@ -274,7 +354,7 @@ def _record(
     pause = 0.2
     while True:
         try:
-            return _write_outcome(conn, req, number, plan)
+            return _write_outcome(conn, req, number, plan, fence_us)
         except SQLAlchemyError as exc:
             if time.monotonic() + pause > deadline:
                 log.error("outcome of %s attempt %d not recorded: %s", req.id, number, exc)
@@ -284,10 +364,11 @@ def _record(
             pause = min(pause * 2, 5.0)
 
 
-def _write_outcome(conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan) -> bool:
+def _write_outcome(conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan,
+                   fence_us: int) -> bool:  # fmt: skip
     attempt = {"http_status": plan.http_status, "outcome": plan.outcome,
                "message": plan.message, "lane_free_us": plan.lane_free_us}  # fmt: skip
-    done = ledger.record(conn, req, number, utcnow(), plan.request_values, attempt)
+    done = ledger.record(conn, req, number, utcnow(), plan.request_values, attempt, fence_us)
     if not done:
         log.warning("lease of %s attempt %d lost; outcome stays unknown", req.id, number)
     return done
@@ -301,16 +382,6 @@ def _settle(ctx: Context, req: Snapshot, ticket: Ticket, plan: outcomes.Plan) ->
     try:
         ctx.pacer.settle(req.user_id, ticket.member, action="requeue", score=score(req),
                          not_before_us=plan.lane_free_us)  # fmt: skip
-        kick(ctx, req.user_id)
-    except PacerUnavailable as exc:
-        log.warning("lane of %s not woken (the reconciler will): %s", req.user_id, exc)
-
-
-def _wake_next(ctx: Context, req: Snapshot) -> None:
-    """The next head's message goes out before this answer is recorded, so a slow
-    database write or a slow answer never delays the next slot; a 429 re-wakes this one.
-    Skipped when fire left the lane empty: a request enqueued since wakes the lane itself."""
-    try:
         kick(ctx, req.user_id)
     except PacerUnavailable as exc:
         log.warning("lane of %s not woken (the reconciler will): %s", req.user_id, exc)

@@ -174,9 +174,12 @@ def mark_published(ctx: Context, request_ids: list[str]) -> None:
             )
 
 
-def kick(ctx: Context, user_id: str, *, force: bool = False) -> None:
-    """Send a dispatch message for the lane's head unless one is already on its way."""
-    wake = ctx.pacer.wake(user_id, force=force)
+def kick(
+    ctx: Context, user_id: str, *, force: bool = False, not_before_us: int | None = None
+) -> None:
+    """Send a dispatch message for the lane's head unless one is already on its way;
+    `not_before_us` first pushes the lane's next slot to at least that."""
+    wake = ctx.pacer.wake(user_id, force=force, not_before_us=not_before_us)
     if wake is not None:
         ctx.publish(user_id, wake)
 

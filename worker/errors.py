@@ -14,6 +14,7 @@ SpdistError
  │         ├── Unauthorized      401
  │         ├── Forbidden         403
  │         └── NotFound          404
+ ├── NotSent                     the call was given up before a byte left: past its send deadline
  ├── ValidationError             bad input from our own callers (bad ids etc.)
  ├── NotFoundError               no such distribution
  ├── ConflictError               the distribution's state forbids the change
@@ -132,6 +133,10 @@ class NotFound(PermanentError):
     """404: project or file not found."""
 
     outcome = Outcome.NOT_FOUND
+
+
+class NotSent(SpdistError):
+    """No byte of the request left: it would have left later than its pacing allows."""
 
 
 class ValidationError(SpdistError):

@@ -27,15 +27,26 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
-from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
+from worker.models import (
+    WAITING,
+    DistributionAttempt,
+    DistributionRequest,
+    PacingFence,
+    State,
+    utcnow,
+)
 
 REQUESTS = cast(Table, DistributionRequest.__table__)
 ATTEMPTS = cast(Table, DistributionAttempt.__table__)
+FENCES = cast(Table, PacingFence.__table__)
 R = REQUESTS.c
 A = ATTEMPTS.c
+F = FENCES.c
 
 
 @dataclass(frozen=True)
@@ -58,12 +69,20 @@ class Snapshot:
 @dataclass(frozen=True)
 class Loaded:
     """What a dispatch reads first, in one statement: the request, its lane's floor (the
-    latest `lane_free_us` of the user's attempts, 0 if none) and whether it is the only
-    waiting request of its lane (then a lane without Redis state needs no refill)."""
+    user's pacing fence, 0 if none) and whether it is the only waiting request of its lane
+    (then a lane without Redis state needs no refill)."""
 
     request: Snapshot
     floor_us: int
     alone: bool
+
+
+@dataclass(frozen=True)
+class Fenced:
+    """A claim refused by the user's pacing fence: no call may leave before `not_before_us`
+    (Redis clock), later than the slot the pacer granted."""
+
+    not_before_us: int
 
 
 COLUMNS = [getattr(R, name) for name in Snapshot.__dataclass_fields__]
@@ -78,12 +97,13 @@ def waiting(state: Any) -> ColumnElement[bool]:
     "expanding" parameter, rendered again at every execution."""
     return cast(ColumnElement[bool], state.in_([literal_column(f"'{s.value}'") for s in WAITING]))
 
-FLOOR = select(func.max(A.lane_free_us)).where(A.user_id == bindparam("uid"))
+# The user's pacing fence: one primary-key probe, however long the history.
+FLOOR = select(F.not_before_us).where(F.user_id == bindparam("uid"))
 
 _OTHER = REQUESTS.alias("other")
 LOAD = select(
     *COLUMNS,
-    select(func.max(A.lane_free_us)).where(A.user_id == R.user_id).scalar_subquery(),
+    select(F.not_before_us).where(F.user_id == R.user_id).scalar_subquery(),
     exists().where(_OTHER.c.user_id == R.user_id, waiting(_OTHER.c.state),
                    _OTHER.c.id != R.id),
 ).where(R.id == bindparam("rid"))  # fmt: skip
@@ -154,10 +174,66 @@ COMPLETE_ATTEMPT = (
     )
 )
 
+# The pacing fence. The claim moves it to the worst case of its call (`lane_free_us` of the
+# new attempt) only where it stands at or before the granted slot; the record brings it back
+# to the actual send plus the gap, and an undone claim to what the other attempts left;
+# both only while it still holds this claim's value (a later claim may have moved it since).
+_FENCE_COLUMNS = ["user_id", "not_before_us", "updated_at"]
+_FENCE_VALUES = (bindparam("uid", type_=F.user_id.type),
+                 bindparam("lane_free_us", type_=F.not_before_us.type),
+                 bindparam("now", type_=F.updated_at.type))  # fmt: skip
+_FENCE_OPEN = F.not_before_us <= bindparam("slot_us", type_=F.not_before_us.type)
+
+
+def _fence_upsert(stmt: Any) -> Any:
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[F.user_id],
+        set_={"not_before_us": excluded.not_before_us, "updated_at": excluded.updated_at},
+        where=_FENCE_OPEN,
+    )
+
+
+# SQLite: the first statement of the claim's transaction, so it also takes the write lock.
+FENCE_CLAIM = _fence_upsert(sqlite_insert(FENCES).values(dict(zip(_FENCE_COLUMNS, _FENCE_VALUES))))
+
+FENCE_SETTLE = (
+    update(FENCES)
+    .where(F.user_id == bindparam("uid"), F.not_before_us == bindparam("fence_was"))
+    .values(not_before_us=bindparam("lane_free_us"), updated_at=bindparam("now"))
+)
+
+_OTHER_ATTEMPTS_FREE = (
+    select(func.max(A.lane_free_us))
+    .where(A.user_id == bindparam("uid"),
+           ~((A.request_id == bindparam("rid")) & (A.number == bindparam("n"))))
+    .scalar_subquery()
+)  # fmt: skip
+FENCE_RESTORE = (
+    update(FENCES)
+    .where(F.user_id == bindparam("uid"), F.not_before_us == bindparam("fence_was"))
+    .values(not_before_us=func.coalesce(_OTHER_ATTEMPTS_FREE, 0), updated_at=bindparam("now"))
+)
+
 # PostgreSQL: each of claim, record and unclaim as ONE statement (writable CTEs), so on an
-# autocommit connection each is one round trip and still all-or-nothing.
-_CLAIMED = CLAIM.returning(R.id, R.user_id, R.attempt_count).cte("claimed")
-CLAIM_ONE_STATEMENT = (
+# autocommit connection each is one round trip and still all-or-nothing. The claim moves
+# the fence first (its row lock serializes a user's claims), and claims the request only
+# where the fence moved; it answers the new attempt's number and the fence as it stood.
+_CLAIMABLE = exists().where(
+    R.id == bindparam("rid"), waiting(R.state), R.attempt_count == bindparam("was")
+)
+_FENCE = (
+    _fence_upsert(pg_insert(FENCES).from_select(_FENCE_COLUMNS,
+                                                select(*_FENCE_VALUES).where(_CLAIMABLE)))
+    .returning(F.user_id)
+    .cte("fence")
+)  # fmt: skip
+_CLAIMED = (
+    CLAIM.where(exists(select(_FENCE.c.user_id)))
+    .returning(R.id, R.user_id, R.attempt_count)
+    .cte("claimed")
+)
+_ADDED = (
     insert(ATTEMPTS)
     .from_select(
         ["request_id", "number", "user_id", "started_at", "slot_us", "lane_free_us", "worker"],
@@ -167,17 +243,21 @@ CLAIM_ONE_STATEMENT = (
                bindparam("lane_free_us", type_=A.lane_free_us.type),
                bindparam("worker", type_=A.worker.type)),
     )
-    .add_cte(_CLAIMED)
     .returning(A.number)
+    .cte("added")
 )  # fmt: skip
+CLAIM_ONE_STATEMENT = select(select(_ADDED.c.number).scalar_subquery(), FLOOR.scalar_subquery())
 
 _MOVED = MOVE.returning(R.id).cte("moved")
 RECORD_ONE_STATEMENT = (
-    COMPLETE_ATTEMPT.where(A.request_id.in_(select(_MOVED.c.id))).add_cte(_MOVED).returning(A.id)
+    COMPLETE_ATTEMPT.where(A.request_id.in_(select(_MOVED.c.id)))
+    .add_cte(_MOVED)
+    .add_cte(FENCE_SETTLE.cte("fence"))
+    .returning(A.id)
 )
 
 _DROPPED = DROP_ATTEMPT.returning(literal_column("1")).cte("dropped")
-UNCLAIM_ONE_STATEMENT = UNCLAIM_REQUEST.add_cte(_DROPPED)
+UNCLAIM_ONE_STATEMENT = UNCLAIM_REQUEST.add_cte(_DROPPED).add_cte(FENCE_RESTORE.cte("fence"))
 
 
 OLDEST_QUEUED_OF_PROJECT = (
@@ -332,15 +412,23 @@ def waiting_and_floor(conn: Connection, user_id: str) -> tuple[list[Snapshot], i
 
 
 def claim(conn: Connection, req: Snapshot, now: datetime, lease: datetime,
-          attempt: dict[str, Any]) -> int | None:  # fmt: skip
-    """Conditional UPDATE to `dispatching` plus the attempt row, committed; its number."""
+          attempt: dict[str, Any]) -> int | Fenced | None:  # fmt: skip
+    """Move the user's fence and claim the request (conditional UPDATE to `dispatching`
+    plus the attempt row), committed: the attempt's number; Fenced when the fence stands
+    after the granted slot (`attempt["slot_us"]`); None when the request is not claimable."""
     number = req.attempt_count + 1
-    params = {"rid": req.id, "was": req.attempt_count, "number": number, "lease": lease,
-              "now": now}  # fmt: skip
+    params = {"rid": req.id, "uid": req.user_id, "was": req.attempt_count, "number": number,
+              "lease": lease, "now": now, **attempt}  # fmt: skip
     try:
         if one_statement(conn):
-            claimed = CLAIM_DIRECT.rows(conn, {**params, **attempt, "started_at": now})
-            return number if claimed else None
+            got, fence = CLAIM_DIRECT.rows(conn, {**params, "started_at": now})[0]
+            if got is not None:
+                return number
+            return Fenced(int(fence)) if (fence or 0) > attempt["slot_us"] else None
+        if conn.execute(FENCE_CLAIM, params).rowcount != 1:
+            fence = conn.execute(FLOOR, params).scalar()
+            conn.rollback()
+            return Fenced(int(fence or 0))
         if conn.execute(CLAIM, params).rowcount != 1:
             conn.rollback()
             return None
@@ -353,16 +441,31 @@ def claim(conn: Connection, req: Snapshot, now: datetime, lease: datetime,
     return number
 
 
-def unclaim(conn: Connection, req: Snapshot, number: int) -> None:
-    """No call was made: drop the attempt row, put the request back as it was."""
-    back = {"rid": req.id, "n": number, "back_to": req.state, "was": number - 1,
-            "now": utcnow()}  # fmt: skip
+def restore_fence(conn: Connection, req: Snapshot, number: int, fence_was: int) -> None:
+    """A claim that moved the fence made no call: give the fence back what the user's other
+    attempts left, if it still holds that claim's value."""
+    params = {"uid": req.user_id, "rid": req.id, "n": number, "fence_was": fence_was,
+              "now": utcnow()}  # fmt: skip
+    try:
+        conn.execute(FENCE_RESTORE, params)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def unclaim(conn: Connection, req: Snapshot, number: int, fence_was: int) -> None:
+    """No call was made: drop the attempt row, put the request back as it was, and give the
+    fence back."""
+    back = {"rid": req.id, "uid": req.user_id, "n": number, "back_to": req.state,
+            "was": number - 1, "fence_was": fence_was, "now": utcnow()}  # fmt: skip
     try:
         if one_statement(conn):
             UNCLAIM_DIRECT.rows(conn, back)
         else:
-            conn.execute(DROP_ATTEMPT, {"rid": req.id, "n": number})
+            conn.execute(DROP_ATTEMPT, back)
             conn.execute(UNCLAIM_REQUEST, back)
+            conn.execute(FENCE_RESTORE, back)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -370,16 +473,20 @@ def unclaim(conn: Connection, req: Snapshot, number: int) -> None:
 
 
 def record(conn: Connection, req: Snapshot, number: int, now: datetime,
-           request_values: dict[str, Any], attempt_values: dict[str, Any]) -> bool:  # fmt: skip
-    """Move the request and complete its attempt, fenced by the attempt number."""
+           request_values: dict[str, Any], attempt_values: dict[str, Any],
+           fence_was: int) -> bool:  # fmt: skip
+    """Move the request and complete its attempt, fenced by the attempt number; bring the
+    user's fence to the attempt's `lane_free_us` if it still holds this claim's value."""
     moved = {"failures": req.failures, "processing_since": req.processing_since,
              **request_values}  # fmt: skip
-    params = {"rid": req.id, "n": number, "now": now}
+    params = {"rid": req.id, "uid": req.user_id, "n": number, "now": now,
+              "fence_was": fence_was}  # fmt: skip
     try:
         if one_statement(conn):
             return bool(RECORD_DIRECT.rows(conn, {**params, **moved, **attempt_values}))
+        conn.execute(FENCE_SETTLE, {**params, **attempt_values})
         if conn.execute(MOVE, {**params, **moved}).rowcount != 1:
-            conn.rollback()
+            conn.commit()  # the fence still learns when the call left
             return False
         conn.execute(COMPLETE_ATTEMPT, {**params, **attempt_values})
         conn.commit()

@@ -1,4 +1,5 @@
-"""The system of record: distribution requests, their attempts, and webhook events."""
+"""The system of record: distribution requests, their attempts, webhook events, and the
+per-user pacing fence."""
 
 from __future__ import annotations
 
@@ -142,8 +143,8 @@ class DistributionAttempt(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The pacer's slot, on the Redis server's clock (microseconds since the epoch).
     slot_us: Mapped[int] = mapped_column(BigInteger)
-    # No call for this user may start before this (Redis clock, microseconds): the
-    # fallback floor of the pacer when its Redis state is gone.
+    # No call for this user may start before this (Redis clock, microseconds): at the
+    # claim the worst case of this call, once recorded its actual send time plus the gap.
     lane_free_us: Mapped[int] = mapped_column(BigInteger)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     http_status: Mapped[int | None] = mapped_column(Integer)
@@ -177,3 +178,19 @@ class WebhookEvent(Base):
     result: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_webhooks_unprocessed", "processed_at"),)
+
+
+class PacingFence(Base):
+    """Per userId, the instant before which no call may leave (Redis clock, microseconds).
+
+    Moved by the claim, in the claim's own statement, to the worst case of the call it makes
+    (the latest it may fire and send, plus the interval), and brought back to the actual
+    send time plus the interval once the answer is recorded. A claim for an earlier slot is
+    refused, whatever Redis remembers: the pacing holds when Redis state is older than SQL.
+    """
+
+    __tablename__ = "pacing_fences"
+
+    user_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    not_before_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

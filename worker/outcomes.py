@@ -39,7 +39,8 @@ def plan(
     result: Triggered | StreampixelError,
     fired_us: int,
 ) -> Plan:
-    """Decide what happens after `result`, a call fired at `fired_us` (Redis clock)."""
+    """Decide what happens after `result`, a call that left at `fired_us` (Redis clock: the
+    fire, plus whatever delayed the send)."""
     gap_us = int((settings.min_interval_s + settings.guard_s) * US)
     now = from_us(fired_us)  # the Redis clock: this machine's may be off
     base: dict[str, Any] = {"outcome": str(result.outcome), "http_status": result.http_status,

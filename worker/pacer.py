@@ -95,6 +95,7 @@ class Pacer:
         guard_s: float = 0.0,
         lead_s: float = 0.1,
         max_late_s: float = 1.0,
+        send_window_s: float = 0.5,
         max_countdown_s: float = 300.0,
         wake_grace_s: float = 5.0,
     ) -> None:
@@ -103,6 +104,7 @@ class Pacer:
         self.gap_us = int((interval_s + guard_s) * US)
         self.lead_us = int(lead_s * US)
         self.max_late_us = int(max_late_s * US)
+        self.send_window_us = int(send_window_s * US)
         self.max_countdown_us = int(max_countdown_s * US)
         self.wake_grace_ms = int(wake_grace_s * 1000)
         # Idle lanes forget their state; SQL gives the floor back when they wake.
@@ -112,6 +114,12 @@ class Pacer:
         self._settle = client.register_script(_load("settle.lua"))
         self._wake = client.register_script(_load("wake.lua"))
         self._idle = client.register_script(_load("idle.lua"))
+
+    def worst_free_us(self, slot_us: int) -> int:
+        """The latest a call granted `slot_us` may leave (fired up to max_late after its slot,
+        sent up to the send window after that), plus the gap: the pacing fence's value
+        while that call is in flight."""
+        return slot_us + self.max_late_us + self.send_window_us + self.gap_us
 
     def load_scripts(self) -> None:
         """Load every script into Redis now, so no first call pays for it."""
@@ -171,9 +179,12 @@ class Pacer:
             self._run(self._settle, user_id, member, token, action, score, nb, self.state_ttl_ms)
         )
 
-    def wake(self, user_id: str, *, force: bool = False) -> Wake | None:
-        """The head that needs a dispatch message now, marking it as sent; None if none."""
-        return self._wake_run(user_id, force=force).wake
+    def wake(
+        self, user_id: str, *, force: bool = False, not_before_us: int | None = None
+    ) -> Wake | None:
+        """The head that needs a dispatch message now, marking it as sent; None if none.
+        `not_before_us` first pushes the lane's next slot to at least that."""
+        return self._wake_run(user_id, force=force, not_before_us=not_before_us).wake
 
     def enqueue(self, user_id: str, member: str, score: int, replaces: str | None = None) -> Placed:
         """Put a new request in its lane (instead of `replaces`) and wake the lane: one trip."""
@@ -186,8 +197,9 @@ class Pacer:
         force: bool = False,
         add: tuple[str, int] | None = None,
         replaces: str | None = None,
+        not_before_us: int | None = None,
     ) -> Placed:
-        args = self.wake_args(force=force, add=add, replaces=replaces)
+        args = self.wake_args(force=force, add=add, replaces=replaces, not_before_us=not_before_us)
         return placed_from(self._run(self._wake, user_id, *args))
 
     def wake_args(
@@ -196,11 +208,14 @@ class Pacer:
         force: bool = False,
         add: tuple[str, int] | None = None,
         replaces: str | None = None,
+        not_before_us: int | None = None,
     ) -> list[str | int]:
         """ARGV of wake.lua (its KEYS are `keys.lane_keys(user_id)`)."""
         member, score = add or ("", 0)
+        nb = "" if not_before_us is None else int(not_before_us)
         return [self.lead_us, self.max_countdown_us, self.grace_ms(),
-                "1" if force else "0", member, score, replaces or ""]  # fmt: skip
+                "1" if force else "0", member, score, replaces or "", nb,
+                self.state_ttl_ms]  # fmt: skip
 
     def grace_ms(self) -> int:
         """How long past its due time a wake marker lasts: the grace, plus up to half again

@@ -38,7 +38,10 @@ class Settings(BaseSettings):
     api_threads: int = Field(8, ge=1)
 
     # Pacer tuning (not in INTERFACE.md; documented in the README).
-    pacer_lead_s: float = Field(0.1, ge=0)
+    # The lead covers the claim's SQL and opening the connection (DNS, TCP, TLS).
+    pacer_lead_s: float = Field(0.5, ge=0)
+    # How long after its fire a call may still leave; past it, no byte is sent.
+    pacer_send_window_s: float = Field(0.5, gt=0)
     pacer_guard_s: float | None = Field(None, ge=0)
     pacer_max_late_s: float = Field(1.0, gt=0)
     max_countdown_s: float = Field(300.0, gt=0)
@@ -69,6 +72,7 @@ class Settings(BaseSettings):
         return (
             self.pacer_lead_s
             + self.pacer_max_late_s
+            + self.pacer_send_window_s
             + self.http_connect_timeout_s * 2
             + (self.http_timeout_s * 2)
             + 30.0

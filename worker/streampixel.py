@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import math
 import re
+import ssl
+import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
+import httpcore
 import httpx
 
 from worker.errors import (
@@ -18,6 +22,7 @@ from worker.errors import (
     Forbidden,
     NetworkError,
     NotFound,
+    NotSent,
     Outcome,
     RateLimited,
     Rejected,
@@ -26,6 +31,7 @@ from worker.errors import (
     StreampixelError,
     Unauthorized,
 )
+from worker.transport import PreparedTransport, SendTooLate, send_deadline
 
 DISTRIBUTE_PATH = "projects/distribute-file"
 USER_AGENT = "spdist/0.1"
@@ -56,6 +62,22 @@ class Triggered:
     outcome: Outcome = Outcome.TRIGGERED
 
 
+@dataclass
+class SendTiming:
+    """When the request left (time.monotonic(), from httpcore's trace), and whether it had to
+    open a connection after all (the prepared one was gone)."""
+
+    sent_mono: float | None = None
+    connected: bool = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx's `trace` extension callback."""
+        if event == "http11.send_request_body.complete":
+            self.sent_mono = time.monotonic()
+        elif event == "connection.connect_tcp.started":
+            self.connected = True
+
+
 @dataclass(frozen=True)
 class _Body:
     """What we could read from a response body."""
@@ -76,11 +98,17 @@ class StreampixelClient:
         connect_timeout_s: float = 5.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        # One long-lived client so keep-alive connections are reused between calls.
+        # Without an injected transport, each call's connection is opened ahead of it by
+        # `prepare()` (worker/transport.py); through a proxy from the environment
+        # (HTTPS_PROXY) httpx's own transport connects at the call, and only the send-time
+        # correction keeps the pacing.
+        own = transport is None and not _proxied(base_url)
+        self._prepared = PreparedTransport() if own else None
+        self._connect_timeout_s = connect_timeout_s
         self._http = httpx.Client(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            transport=transport,
+            transport=transport or self._prepared,
             headers={
                 "Content-Type": "application/json",
                 "Accept": "application/json",
@@ -88,23 +116,57 @@ class StreampixelClient:
             },
         )
 
+    def prepare(self) -> None:
+        """Open the connection the next call will use (DNS, TCP, TLS) now, ahead of its slot;
+        a no-op with an injected transport. Raises NetworkError or CallTimeout."""
+        if self._prepared is None:
+            return
+        url = self._http.base_url
+        try:
+            self._prepared.prepare(url, self._connect_timeout_s)
+        except httpcore.TimeoutException as exc:
+            raise CallTimeout(f"opening a connection to {url.host}: {type(exc).__name__}") from None
+        except (httpcore.NetworkError, OSError, ssl.SSLError) as exc:
+            raise NetworkError(f"opening a connection to {url.host}: {exc!r}") from None
+
+    def ready(self) -> bool:
+        """Whether a prepared connection is open for the next call."""
+        url = self._http.base_url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return self._prepared is not None and self._prepared.backend.ready(url.host, port)
+
     def distribute(
-        self, *, api_key: str, user_id: str, project_id: str, upload_id: str
+        self,
+        *,
+        api_key: str,
+        user_id: str,
+        project_id: str,
+        upload_id: str,
+        send_by: float | None = None,
+        timing: SendTiming | None = None,
     ) -> Triggered:
-        """Makes the call; returns Triggered on 200 or raises a StreampixelError subclass."""
+        """Makes the call; returns Triggered on 200 or raises a StreampixelError subclass.
+
+        Past `send_by` (time.monotonic()) no byte of the request is written: NotSent.
+        `timing` learns when the request left."""
         payload = {
             "apiKey": api_key,
             "userId": user_id,
             "projectId": project_id,
             "uploadId": upload_id,
         }
-        response = self._post(payload, api_key)
+        response = self._post(payload, api_key, send_by, timing or SendTiming())
         return _interpret(response, api_key)
 
-    def _post(self, payload: dict[str, str], api_key: str) -> httpx.Response:
+    def _post(self, payload: dict[str, str], api_key: str, send_by: float | None,
+              timing: SendTiming) -> httpx.Response:  # fmt: skip
         """Sends the request, mapping every httpx exception to ours (the one place)."""
         try:
-            return self._http.post(DISTRIBUTE_PATH, json=payload)
+            with send_deadline(send_by):
+                return self._http.post(DISTRIBUTE_PATH, json=payload,
+                                       extensions={"trace": timing.trace})  # fmt: skip
+        except SendTooLate as exc:
+            raise NotSent(str(exc)) from None
         except httpx.RequestError as exc:
             error = _transport_error(exc, api_key)
             cause = _scrubbed_copy(exc, api_key)
@@ -126,6 +188,15 @@ class StreampixelClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _proxied(base_url: str) -> bool:
+    """Whether the environment routes `base_url` through a proxy, as httpx would."""
+    url = httpx.URL(base_url)
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(
+        url.host
+    )
 
 
 def scrub(text: str, secret: str) -> str:

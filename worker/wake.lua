@@ -3,6 +3,8 @@
 -- KEYS[1] lane queue (zset)  KEYS[2] lane state (hash)  KEYS[3] lane wake (string)
 -- ARGV[1] lead_us  ARGV[2] max_countdown_us  ARGV[3] grace_ms  ARGV[4] force ("1" to ignore the wake)
 -- ARGV[5] member to add ("" for none)  ARGV[6] its score  ARGV[7] member it replaces ("" for none)
+-- ARGV[8] not_before_us: first raise next_free to at least this ("" for none; the time a
+--   call actually left, plus the gap)  ARGV[9] state_ttl_ms (with ARGV[8])
 -- Returns {head, due_us, now, rank, next_free}: head is "" when nothing is to be sent (empty
 -- lane, a message already in flight for the head, or a slot too far off), else a message for
 -- head is due at due_us; rank is the added member's 0-based place (-1 if none added).
@@ -15,6 +17,11 @@ if ARGV[5] and ARGV[5] ~= '' then
   rank = redis.call('ZRANK', KEYS[1], ARGV[5])
 end
 local nf = tonumber(redis.call('HGET', KEYS[2], 'next_free') or '0')
+if ARGV[8] and ARGV[8] ~= '' and tonumber(ARGV[8]) > nf then
+  nf = tonumber(ARGV[8])
+  redis.call('HSET', KEYS[2], 'next_free', nf)
+  redis.call('PEXPIRE', KEYS[2], ARGV[9])
+end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
 if not head then return {'', 0, now, rank, nf} end
 if ARGV[4] ~= '1' and redis.call('GET', KEYS[3]) == head then return {'', 0, now, rank, nf} end

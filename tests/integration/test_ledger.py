@@ -56,8 +56,11 @@ def test_claim_unclaim_record_are_fenced(db_url: str) -> None:
         attempt = {"slot_us": 1, "lane_free_us": 7, "worker": "w"}
         number = ledger.claim(conn, snap, utcnow(), lease, attempt)
         assert number == 1
-        assert ledger.claim(conn, snap, utcnow(), lease, attempt) is None  # already claimed
-        ledger.unclaim(conn, snap, number)
+        # Already claimed: the fence (7) stands after this slot too, so it says so.
+        assert ledger.claim(conn, snap, utcnow(), lease, attempt) == ledger.Fenced(7)
+        assert ledger.claim(conn, snap, utcnow(), lease, {**attempt, "slot_us": 7}) is None
+        ledger.unclaim(conn, snap, number, 7)
+        assert _fence(conn) == 0  # no call was made: the fence is given back
         back = ledger.load(conn, rid)
         assert back is not None and back.request.state == State.QUEUED
         assert back.request.attempt_count == 0
@@ -67,9 +70,10 @@ def test_claim_unclaim_record_are_fenced(db_url: str) -> None:
         assert number == 1
         moved = {"state": State.SUCCEEDED, "last_message": "ok", "next_attempt_at": None}
         done = {"http_status": 200, "outcome": "triggered", "message": "ok", "lane_free_us": 9}
-        assert not ledger.record(conn, snap, number + 1, utcnow(), moved, done)
-        assert ledger.record(conn, snap, number, utcnow(), moved, done)
-        assert not ledger.record(conn, snap, number, utcnow(), moved, done)  # fenced
+        assert not ledger.record(conn, snap, number + 1, utcnow(), moved, done, 7)
+        assert ledger.record(conn, snap, number, utcnow(), moved, done, 7)
+        assert not ledger.record(conn, snap, number, utcnow(), moved, done, 7)  # fenced
+        assert _fence(conn) == 9  # the actual send plus the gap
         row = conn.execute(select(ATTEMPTS.c.outcome, ATTEMPTS.c.lane_free_us)).one()
         assert tuple(row) == ("triggered", 9)
         state = conn.execute(select(REQUESTS.c.state, REQUESTS.c.lease_expires_at)).one()
@@ -79,6 +83,78 @@ def test_claim_unclaim_record_are_fenced(db_url: str) -> None:
     finally:
         conn.close()
         engine.dispose()  # type: ignore[attr-defined]
+
+
+def _fence(conn: Connection) -> int | None:
+    value = conn.execute(ledger.FLOOR, {"uid": USER}).scalar()
+    conn.commit()
+    return None if value is None else int(value)
+
+
+def _claim(conn: Connection, rid: str, slot_us: int, free_us: int) -> object:
+    loaded = ledger.load(conn, rid)
+    assert loaded is not None
+    attempt = {"slot_us": slot_us, "lane_free_us": free_us, "worker": "w"}
+    return ledger.claim(conn, loaded.request, utcnow(), utcnow() + timedelta(minutes=1), attempt)
+
+
+def test_fence_refuses_a_slot_before_the_last_call_allows(db_url: str) -> None:
+    """Redis may grant a slot from state older than the truth: the claim refuses it, in its
+    own statement, and says where the fence stands; the request stays waiting."""
+    engine, conn = _connection(db_url)
+    try:
+        first, _ = _insert(conn, "a" * 24)
+        second, _ = _insert(conn, "b" * 24)
+        assert _claim(conn, first, 1_000, 5_000) == 1
+        assert _fence(conn) == 5_000
+        assert _claim(conn, second, 4_999, 9_000) == ledger.Fenced(5_000)
+        loaded = ledger.load(conn, second)
+        assert loaded is not None and loaded.request.state == State.QUEUED
+        assert loaded.request.attempt_count == 0 and loaded.floor_us == 5_000
+        assert _fence(conn) == 5_000  # a refused claim moves nothing
+        assert _claim(conn, second, 5_000, 9_000) == 1
+        assert _fence(conn) == 9_000
+        # A record for the first call, late, does not pull back the second one's fence.
+        snap = ledger.load(conn, first)
+        assert snap is not None
+        done = {"http_status": 200, "outcome": "triggered", "message": "ok", "lane_free_us": 4_000}
+        moved = {"state": State.SUCCEEDED, "last_message": "ok", "next_attempt_at": None}
+        assert ledger.record(conn, snap.request, 1, utcnow(), moved, done, 5_000)
+        assert _fence(conn) == 9_000
+    finally:
+        conn.close()
+        engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_fence_serializes_concurrent_claims_of_one_user(pg_url: str) -> None:
+    """Two workers granted the same user's slot at once (Redis lost the reservation): the
+    fence row's lock lets exactly one claim through."""
+    import threading
+
+    engines = [_connection(pg_url) for _ in range(2)]
+    try:
+        ids = [_insert(engines[0][1], f"{n:024x}")[0] for n in range(2)]
+        results: list[object] = []
+        barrier = threading.Barrier(2)
+
+        def run(i: int) -> None:
+            barrier.wait()
+            results.append(_claim(engines[i][1], ids[i], 1_000, 5_000 + i))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert results.count(1) == 1
+        loser = next(r for r in results if r != 1)
+        assert loser is None or isinstance(loser, ledger.Fenced)
+        attempts = engines[0][1].execute(select(ATTEMPTS.c.id)).all()
+        assert len(attempts) == 1
+    finally:
+        for engine, conn in engines:
+            conn.close()
+            engine.dispose()  # type: ignore[attr-defined]
 
 
 def test_enqueue_supersedes_the_queued_request_of_the_project(db_url: str) -> None:
