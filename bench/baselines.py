@@ -72,6 +72,24 @@ def post_limited(user_id: str, project_id: str, upload_id: str) -> int:
     return _post(user_id, project_id, upload_id)
 
 
+@lru_cache
+def _redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(os.environ["BENCH_BROKER_URL"])
+
+
+@celery_app.task(name="bench.post_locked", bind=True, max_retries=None)
+def post_locked(self: Any, user_id: str, project_id: str, upload_id: str) -> int:
+    """The common do-it-yourself answer: a per-user lock held for the interval (SET NX PX),
+    and a retry with the lock's remaining time as countdown while another call holds it."""
+    interval_ms = int(float(os.environ.get("BENCH_INTERVAL_S", "1")) * 1000)
+    lock = f"bench:lock:{user_id}"
+    if not _redis().set(lock, "1", nx=True, px=interval_ms):
+        raise self.retry(countdown=max(1, int(_redis().pttl(lock))) / 1000)
+    return _post(user_id, project_id, upload_id)
+
+
 api_app = FastAPI(title="bench-baseline")
 
 

@@ -39,8 +39,27 @@ class PacingSize:
     concurrency: int = 2
 
 
+def enqueue_index(upload_id: str) -> int:
+    """A call's place in the enqueue order (`_plan` numbers the uploads)."""
+    return int(upload_id, 16) - 0xF00000
+
+
+def out_of_order(got: list[dict[str, Any]]) -> int:
+    """Calls made before a request of the same user that was enqueued earlier."""
+    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in got:
+        by_user[c["userId"]].append(c)
+    count = 0
+    for user_calls in by_user.values():
+        order = [enqueue_index(c["uploadId"]) for c in sorted(user_calls, key=lambda c: c["mono"])]
+        first = list(dict.fromkeys(order))  # a request's first call is its place
+        count += sum(1 for i, n in enumerate(first) if any(m < n for m in first[i + 1 :]))
+    return count
+
+
 def pacing_metrics(got: list[dict[str, Any]], interval_s: float) -> dict[str, Any]:
-    """Calls inside the interval, slack of each gap, total time against the ideal."""
+    """Calls inside the interval, slack of each gap, total time against the ideal, and the
+    share of requests called out of their enqueue order."""
     by_user: dict[str, list[float]] = defaultdict(list)
     for c in got:
         by_user[c["userId"]].append(c["mono"])
@@ -60,6 +79,7 @@ def pacing_metrics(got: list[dict[str, Any]], interval_s: float) -> dict[str, An
         "total_s": spans[worst],
         "ideal_s": ideals[worst],
         "total_over_ideal": spans[worst] / ideals[worst] if ideals[worst] else float("nan"),
+        "out_of_order": out_of_order(got) / max(1, len({c["uploadId"] for c in got})),
     }
 
 
@@ -74,17 +94,21 @@ def _timeout(size: PacingSize) -> float:
     return size.per_user * size.interval_s * 2 + 60
 
 
-def run_spdist(ws: Workspace, size: PacingSize, sp_url: str) -> dict[str, Any]:
-    """spdist: real workers and beat on Postgres, the real enqueue path."""
+def run_spdist(ws: Workspace, size: PacingSize, sp_url: str, *, call_url: str | None = None,
+               extra_env: dict[str, str] | None = None, name: str = "pacing-spdist",
+               ) -> dict[str, Any]:  # fmt: skip
+    """spdist: real workers and beat on Postgres, the real enqueue path; the workers call
+    `call_url` (a front of the fake) when given."""
     from worker import distributions
 
     reset_redis(ws.redis_url)
     reset_fake(sp_url)
     plan = _plan(size)
     keys = {u: f"key-{u}" for u in {p[0] for p in plan}}
-    logs = ws.logs("pacing-spdist")
+    logs = ws.logs(name)
     with postgres_db() as db:
-        env = env_for(db, ws, sp_url, size.interval_s, keys=keys)
+        env = env_for(db, ws, call_url or sp_url, size.interval_s, keys=keys)
+        env.update(extra_env or {})
         procs = start_nodes("spdist", size.nodes, size.concurrency, env, logs, "w")
         procs.append(start_beat(env, logs))
         ctx = make_ctx(db, ws.redis_url, size.interval_s, keys=keys)

@@ -38,9 +38,12 @@ def rows(results: dict[str, Any]) -> list[Row]:
             Row(p, "slack, median (ms)", _f(s["slack_median_ms"]), _f(b["slack_median_ms"]), "≤ 20", s["slack_median_ms"] <= 20),
             Row(p, "slack, p99 (ms)", _f(s["slack_p99_ms"]), _f(b["slack_p99_ms"]), "≤ 100", s["slack_p99_ms"] <= 100),
             Row(p, "total ÷ ideal", _f(s["total_over_ideal"], ".3f"), _f(b["total_over_ideal"], ".3f"), "≤ 1.02", s["total_over_ideal"] <= 1.02),
+            Row(p, "out of enqueue order", f"{_f(s['out_of_order'] * 100, '.0f')} %", f"{_f(b['out_of_order'] * 100, '.0f')} %", "", None),
             Row(p, "task executions per dispatch", _f(s["executions_per_dispatch"], ".2f"), _f(b["executions_per_dispatch"], ".2f"), "≤ 2", s["executions_per_dispatch"] <= 2),
             Row(p, "Redis commands per dispatch", _f(s["redis_per_dispatch"]), _f(b["redis_per_dispatch"]), "", None),
         ]  # fmt: skip
+    if "door" in results:
+        out += _door_rows(results["door"])
     if "throughput" in results:
         t = results["throughput"]
         base = t["baseline"]["rate"]
@@ -78,6 +81,29 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row("5 reconciler", f"one pass, {size.requests:,} waiting in {size.lanes:,} lanes (ms)",
                        f"{_f(r['first_s'] * 1000, '.0f')} (best {_f(r['best_s'] * 1000, '.0f')})", "—", "≤ 200",
                        r["first_s"] <= 0.2))  # fmt: skip
+    return out
+
+
+def _door_rows(d: dict[str, Any]) -> list[Row]:
+    """Each variant of the path to the door, beside the do-it-yourself lock."""
+    b, out = d["diy lock"], []
+    out.append(Row("1b door", "DIY lock: calls inside · out of order · total ÷ ideal",
+                   "—", f"{b['inside']} · {_f(b['out_of_order'] * 100, '.0f')} % · {_f(b['total_over_ideal'], '.3f')}",
+                   "", None))  # fmt: skip
+    for label in ("front 0-50 ms", "front 0-300 ms", "busy cores"):
+        if label not in d:
+            continue
+        s, front = d[label], label.startswith("front")
+        out += [
+            Row("1b door", f"{label}: calls inside the interval", str(s["inside"]), str(b["inside"]), "0", s["inside"] == 0),
+            Row("1b door", f"{label}: slack, median (ms)", _f(s["slack_median_ms"]), _f(b["slack_median_ms"]),
+                "≤ 20" if front else "", s["slack_median_ms"] <= 20 if front else None),
+            Row("1b door", f"{label}: slack, p99 (ms)", _f(s["slack_p99_ms"]), _f(b["slack_p99_ms"]),
+                "≤ 100" if front else "", s["slack_p99_ms"] <= 100 if front else None),
+            Row("1b door", f"{label}: out of enqueue order", f"{_f(s['out_of_order'] * 100, '.0f')} %",
+                f"{_f(b['out_of_order'] * 100, '.0f')} %", "", None),
+            Row("1b door", f"{label}: total ÷ ideal", _f(s["total_over_ideal"], ".3f"), _f(b["total_over_ideal"], ".3f"), "", None),
+        ]  # fmt: skip
     return out
 
 

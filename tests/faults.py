@@ -61,6 +61,24 @@ class RedisServer:
         with self.client() as r:
             r.flushall()
 
+    def snapshot(self) -> list[tuple[bytes, bytes, int]]:
+        """Every key as (name, DUMP, absolute expiry in ms or 0): what a replica holds."""
+        with self.client() as r:
+            out = []
+            for name in r.scan_iter(count=1000):
+                dump, expires = r.dump(name), r.pexpiretime(name)
+                if dump is not None and expires != -2:
+                    out.append((name, dump, max(0, expires)))
+            return out
+
+    def restore(self, snapshot: list[tuple[bytes, bytes, int]]) -> None:
+        """Become that older copy of itself: every key as it was, expiries kept absolute
+        (a key whose expiry has passed since is gone), everything written since lost."""
+        with self.client() as r:
+            r.flushall()
+            for name, dump, expires in snapshot:
+                r.restore(name, expires, dump, replace=True, absttl=bool(expires))
+
 
 class TcpProxy:
     """Forwards 127.0.0.1:port to a target; `cut()` refuses new and drops live connections."""
@@ -130,5 +148,77 @@ class TcpProxy:
             pass
         finally:
             for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+class TlsFront:
+    """A TLS front for a local plain-HTTP server, as a CDN or load balancer would be: each
+    connection's set-up (before the TLS handshake completes) takes a random time in
+    `setup_s`, and a connection idle for `idle_close_s` is closed. Its certificate comes
+    from a throw-away CA whose file `ca_path` a client trusts through SSL_CERT_FILE."""
+
+    def __init__(self, target_port: int, folder: Path, *, setup_s: tuple[float, float] = (0, 0.05),
+                 idle_close_s: float = 1.0, seed: int = 7) -> None:  # fmt: skip
+        import random
+        import ssl
+
+        import trustme
+
+        ca = trustme.CA()
+        self.ca_path = folder / f"front-ca-{target_port}.pem"
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        self._ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(self._ctx)
+        self.target = ("127.0.0.1", target_port)
+        self.setup_s, self.idle_close_s = setup_s, idle_close_s
+        self._random = random.Random(seed)
+        self.connections = 0
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/pixelStripeApi") -> str:
+        """The front's base URL."""
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            delay = self._random.uniform(*self.setup_s)
+            threading.Thread(target=self._serve, args=(client, delay), daemon=True).start()
+
+    def _serve(self, client: socket.socket, delay: float) -> None:
+        import ssl
+
+        time.sleep(delay)  # the handshake's answer waits: the client's set-up takes this long
+        try:
+            client.settimeout(10)
+            tls = self._ctx.wrap_socket(client, server_side=True)
+            upstream = socket.create_connection(self.target, timeout=5)
+        except (OSError, ssl.SSLError):
+            client.close()
+            return
+        tls.settimeout(self.idle_close_s)
+        upstream.settimeout(None)
+        threading.Thread(target=TcpProxy._pipe, args=(upstream, tls), daemon=True).start()
+        try:
+            while data := tls.recv(65536):  # a timeout here: idle too long, close
+                upstream.sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            for s in (tls, upstream):
                 with contextlib.suppress(OSError):
                     s.close()

@@ -34,6 +34,14 @@ class Case:
     edits: tuple[tuple[str, str, str], ...]  # (file, old, new)
 
 
+_NO_FENCE = ("worker/ledger.py",
+             '_FENCE_OPEN = F.not_before_us <= bindparam("slot_us", type_=F.not_before_us.type)\n',
+             "_FENCE_OPEN = F.not_before_us == F.not_before_us\n")
+_NO_SEND_TIME = ("worker/dispatch.py",
+                 "    return answer, fired.now_us + max(0, int((left_mono - fired.before_mono) * US))\n",
+                 "    return answer, fired.now_us\n")
+_NO_PREPARE = ("worker/dispatch.py", "    _prepare(ctx)\n    fired = _fire", "    fired = _fire")
+
 CASES = (
     Case("kill -9 pool child", "reconciler `expire_leases`",
          f"{SYSTEM}/test_processes.py::test_kill9_pool_child_mid_call",
@@ -46,13 +54,30 @@ CASES = (
     Case("SIGTERM with tasks in flight",
          "warm shutdown (SIGTERM made a cold shutdown: `REMAP_SIGTERM=SIGQUIT`)",
          f"{SYSTEM}/test_processes.py::test_sigterm_with_tasks_in_flight",
-         (("tests/system/conftest.py", '"PYTHONPATH": path}',
-           '"PYTHONPATH": path, "REMAP_SIGTERM": "SIGQUIT"}'),)),
-    Case("Redis FLUSHALL", "the SQL floor (0 instead, from `load` and from `_restore_lane`)",
+         (("tests/system/conftest.py", '"PYTHONPATH": path,\n',
+           '"PYTHONPATH": path, "REMAP_SIGTERM": "SIGQUIT",\n'),)),
+    Case("Redis FLUSHALL", "the SQL floor (0 instead, from `load` and from `_restore_lane`) and the claim's fence",
          f"{SYSTEM}/test_redis.py::test_redis_flushall_mid_run",
          (("worker/dispatch.py", "    return floor\n", "    return 0\n"),
           ("worker/dispatch.py", "    floor = loaded.floor_us if loaded.alone else None\n",
-           "    floor = 0 if loaded.alone else None\n"))),
+           "    floor = 0 if loaded.alone else None\n"),
+          _NO_FENCE)),
+    Case("Redis restored older", "the claim's SQL fence (it lets every slot through)",
+         f"{SYSTEM}/test_pacing.py::test_redis_restored_to_an_older_copy_mid_run",
+         (_NO_FENCE,)),
+    Case("SIGSTOP between slot and send", "the send-time correction (next slot counted from the fire)",
+         f"{SYSTEM}/test_pacing.py::test_pool_child_stopped_between_slot_and_send",
+         (_NO_SEND_TIME,)),
+    Case("TLS front, slow set-up", "connection opened in the lead and the send-time correction",
+         f"{SYSTEM}/test_pacing.py::test_tls_front_with_slow_varying_connection_setup",
+         (_NO_PREPARE, _NO_SEND_TIME)),
+    Case("connection opened in the lead", "`_prepare` in the dispatch",
+         "tests/integration/test_connections.py::test_dispatch_opens_the_connection_before_the_slot",
+         (_NO_PREPARE,)),
+    Case("send deadline", "the deadline check on the request's writes",
+         "tests/integration/test_connections.py::test_nothing_is_sent_past_the_send_deadline",
+         (("worker/transport.py", "        if deadline is not None and time.monotonic() > deadline:\n",
+           "        if False:\n"),)),
     Case("Redis stopped and restarted empty",
          "the reconciler's refill of lanes Redis lost (`_refill`)",
          f"{SYSTEM}/test_redis.py::test_redis_down_10s_and_back_empty",

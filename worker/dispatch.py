@@ -158,8 +158,12 @@ def _correct_lane(ctx: Context, req: Snapshot, ticket: Ticket, fenced: Fenced) -
     a failover to a lagging replica, a restore from a snapshot): move the lane's next slot
     to the fence and wake the lane for then."""
     early_s = (fenced.not_before_us - ticket.slot_us) / US
-    log.warning("lane of %s: Redis granted a slot %.3f s before the last call allows "
-                "(Redis state older than SQL); moved to the fence", req.user_id, early_s)  # fmt: skip
+    log.warning(
+        "lane of %s: Redis granted a slot %.3f s before the last call allows "
+        "(Redis state older than SQL); moved to the fence",
+        req.user_id,
+        early_s,
+    )
     ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token,
                      not_before_us=fenced.not_before_us)  # fmt: skip
     kick(ctx, req.user_id, force=True)

@@ -195,7 +195,9 @@ def _fence_upsert(stmt: Any) -> Any:
 
 
 # SQLite: the first statement of the claim's transaction, so it also takes the write lock.
-FENCE_CLAIM = _fence_upsert(sqlite_insert(FENCES).values(dict(zip(_FENCE_COLUMNS, _FENCE_VALUES))))
+FENCE_CLAIM = _fence_upsert(
+    sqlite_insert(FENCES).values(dict(zip(_FENCE_COLUMNS, _FENCE_VALUES, strict=True)))
+)
 
 FENCE_SETTLE = (
     update(FENCES)

@@ -65,7 +65,7 @@ class Triggered:
 @dataclass
 class SendTiming:
     """When the request left (time.monotonic(), from httpcore's trace), and whether it had to
-    open a connection after all (the prepared one was gone)."""
+    open a connection at the call (no prepared one, or it was gone)."""
 
     sent_mono: float | None = None
     connected: bool = False
@@ -161,6 +161,7 @@ class StreampixelClient:
     def _post(self, payload: dict[str, str], api_key: str, send_by: float | None,
               timing: SendTiming) -> httpx.Response:  # fmt: skip
         """Sends the request, mapping every httpx exception to ours (the one place)."""
+        fresh = self._prepared.backend.fresh_connects if self._prepared else 0
         try:
             with send_deadline(send_by):
                 return self._http.post(DISTRIBUTE_PATH, json=payload,
@@ -170,6 +171,9 @@ class StreampixelClient:
         except httpx.RequestError as exc:
             error = _transport_error(exc, api_key)
             cause = _scrubbed_copy(exc, api_key)
+        finally:
+            if self._prepared is not None:  # httpcore traces a connect_tcp for a prepared one too
+                timing.connected = self._prepared.backend.fresh_connects > fresh
         # Raised outside the except block so the original (which holds the request, and
         # so the API key in its body) is neither our __cause__ nor our __context__.
         raise error from cause

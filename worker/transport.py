@@ -81,8 +81,25 @@ class GuardedStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
     def usable(self) -> bool:
-        """Still open, and the server has sent nothing (a readable idle socket is closing)."""
-        return not self._inner.get_extra_info("is_readable")
+        """Still open, and the server has sent nothing: an idle connection the server closed
+        reads as readable. Over TLS 1.3 the server's session tickets make it readable too,
+        so a readable TLS socket is read without blocking: no application data means usable."""
+        if not self._inner.get_extra_info("is_readable"):
+            return True
+        sock = self._inner.get_extra_info("socket")
+        if not self.tls or sock is None:
+            return False
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            sock.recv(1)  # data or b"" (closed): either way not for a new request
+        except ssl.SSLWantReadError:
+            return True  # only TLS records of its own (session tickets)
+        except OSError:
+            pass
+        finally:
+            sock.settimeout(timeout)
+        return False
 
 
 class PreparingBackend(httpcore.NetworkBackend):
@@ -93,9 +110,11 @@ class PreparingBackend(httpcore.NetworkBackend):
         self._inner = inner or httpcore.SyncBackend()
         self._ready: dict[tuple[str, int], GuardedStream] = {}
         self._lock = threading.Lock()
+        self.fresh_connects = 0  # connections opened at the request, not prepared
 
-    def prepare(self, host: str, port: int, ssl_context: ssl.SSLContext | None,
-                timeout: float | None) -> None:  # fmt: skip
+    def prepare(
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None, timeout: float | None
+    ) -> None:
         """Open (and with `ssl_context`, TLS-wrap) a connection now, for the next request."""
         stream = GuardedStream(self._inner.connect_tcp(host, port, timeout=timeout))
         if ssl_context is not None:
@@ -129,12 +148,14 @@ class PreparingBackend(httpcore.NetworkBackend):
             if stream.usable():
                 return stream
             stream.close()
+        self.fresh_connects += 1
         return GuardedStream(
             self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         )
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:  # fmt: skip
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
         return GuardedStream(self._inner.connect_unix_socket(path, timeout, socket_options))
 
     def sleep(self, seconds: float) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.books import Books, count
 from tests.conftest import USER_KEYS
-from tests.faults import RedisServer, TcpProxy
+from tests.faults import RedisServer, TcpProxy, TlsFront
 from tests.procs import PY, ROOT, Proc, configure_fake, fake_calls, spdist_env, start_fake, wait_for
 from worker.models import TERMINAL, DistributionAttempt, DistributionRequest
 
@@ -31,11 +31,12 @@ class System:
 
     def __init__(self, db_url: str, log_dir: Path, *, workers: int = 2, beats: int = 1,
                  pg_proxy: bool = False, worker_env: list[dict[str, str]] | None = None,
+                 tls_front: dict[str, Any] | None = None, interval_s: float = 1.0,
                  **extra: str) -> None:  # fmt: skip
-        self.db_url, self.log_dir = db_url, log_dir
+        self.db_url, self.log_dir, self.interval_s = db_url, log_dir, interval_s
         self.procs: list[Proc] = []
         self.redis = RedisServer(log_dir)
-        self.fake, self.sp_url = start_fake(log_dir, interval_s=1.0)
+        self.fake, self.sp_url = start_fake(log_dir, interval_s=interval_s)
         self.procs.append(self.fake)
         self.pg: TcpProxy | None = None
         proc_db = db_url
@@ -44,8 +45,16 @@ class System:
             proc_db = db_url.replace("127.0.0.1:5432", f"127.0.0.1:{self.pg.port}")
         keys = {u: USER_KEYS[u] for u in USERS}
         path = os.pathsep.join(p for p in (HOOKS, str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        defaults = {"SPDIST_PACER_GUARD_S": "0.15", "PYTHONPATH": path}
-        self.env = spdist_env(proc_db, self.redis.url, self.sp_url, keys, **{**defaults, **extra})
+        defaults = {"SPDIST_PACER_GUARD_S": "0.15", "PYTHONPATH": path,
+                    "SPDIST_MIN_INTERVAL_S": str(interval_s)}  # fmt: skip
+        call_url = self.sp_url
+        self.front: TlsFront | None = None
+        if tls_front is not None:  # workers call through it; the test reads the fake directly
+            fake_port = int(self.sp_url.split("/pixelStripeApi")[0].rsplit(":", 1)[1])
+            self.front = TlsFront(fake_port, log_dir, **tls_front)
+            call_url = self.front.url()
+            defaults["SSL_CERT_FILE"] = str(self.front.ca_path)
+        self.env = spdist_env(proc_db, self.redis.url, call_url, keys, **{**defaults, **extra})
         self.workers = [
             self.spawn_worker(f"w{i + 1}", (worker_env or [{}] * workers)[i], wait=False)
             for i in range(workers)
@@ -103,7 +112,7 @@ class System:
         from worker.settings import KeyRing, Settings
 
         settings = Settings(database_url=self.db_url, redis_url=self.redis.url, api_keys=keys,
-                            min_interval_s=1.0, pacer_guard_s=0.15)  # fmt: skip
+                            min_interval_s=self.interval_s, pacer_guard_s=0.15)  # fmt: skip
         return Context(
             settings=settings,
             sessions=sessionmaker(make_engine(self.db_url), expire_on_commit=False),
@@ -187,6 +196,8 @@ class System:
         for p in reversed(self.procs):
             p.stop()
         self.redis.kill()
+        if self.front is not None:
+            self.front.close()
         if self.pg is not None:
             self.pg.cut()
         self.engine.dispose()

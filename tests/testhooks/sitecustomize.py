@@ -5,6 +5,7 @@ SPDIST_TEST_CLOCK_SKEW_S  shift this process's wall clock (time.time, time.time_
                           and the Redis and Postgres servers' clocks are untouched.
 SPDIST_TEST_LEASE_S       shorten the claim lease so a lease-expiry scenario fits in seconds.
 SPDIST_TEST_CLAIM_GATE    stop one claim just before its SQL (see below).
+SPDIST_TEST_SEND_GATE     stop one call between taking its slot and sending (see below).
 """
 
 from __future__ import annotations
@@ -69,3 +70,33 @@ if _GATE:
         return _real_claim(conn, req, *args, **kwargs)
 
     _ledger.claim = _gated_claim
+
+_SEND_GATE = os.environ.get("SPDIST_TEST_SEND_GATE")
+if _SEND_GATE:
+    # SPDIST_TEST_SEND_GATE=dir: the first call for the upload named in dir/upload, once it
+    # has fired (taken its slot), writes its pid to dir/at-send and waits for dir/go before
+    # it sends, so a test can SIGSTOP the process at exactly that point.
+    from pathlib import Path as _Path
+
+    import worker.pacer as _pacer
+
+    _real_fire = _pacer.Pacer.fire
+
+    def _gated_fire(self, user_id, member, token):  # type: ignore[no-untyped-def]
+        reply = _real_fire(self, user_id, member, token)
+        gate = _Path(_SEND_GATE)
+        target = gate / "upload"
+        chosen = target.exists() and member.endswith(target.read_text().strip())
+        if reply.kind == "fired" and chosen:
+            try:
+                fd = os.open(gate / "at-send", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return reply
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            deadline = _time.monotonic() + 30
+            while not (gate / "go").exists() and _time.monotonic() < deadline:
+                _time.sleep(0.001)
+        return reply
+
+    _pacer.Pacer.fire = _gated_fire  # type: ignore[method-assign]
