@@ -38,14 +38,16 @@ class Harness:
 
         url = f"sqlite:///{tmp / 'unit.db'}"
         upgrade(url)
+        defaults: dict[str, object] = {
+            "min_interval_s": 0.05,
+            "pacer_lead_s": 0.01,
+            "transient_backoff_base_s": 0.01,
+            "backoff_base_s": 0.01,
+        }
         self.settings = Settings(
             database_url=url,
             api_keys={USER: KEY},
-            min_interval_s=0.05,
-            pacer_lead_s=0.01,
-            transient_backoff_base_s=0.01,
-            backoff_base_s=0.01,
-            **overrides,  # type: ignore[arg-type]
+            **{**defaults, **overrides},  # type: ignore[arg-type]
         )
         self.engine = make_engine(url)
         self.server = fakeredis.FakeServer()
