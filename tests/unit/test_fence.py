@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 
-from tests.unit.test_dispatch import KEY, PROJECT2, UPLOAD2, USER, Harness, make, ok  # noqa: F401
+from tests.unit.test_dispatch import PROJECT2, UPLOAD2, USER, Harness, ok
 from worker import keys
 from worker.models import DistributionAttempt, PacingFence
 from worker.pacer import US
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def build(responder: Callable[[httpx.Request], httpx.Response] = ok, **kw: object) -> Harness:
+        made.append(Harness(tmp_path, responder, **kw))
+        return made[-1]
+
+    yield build
+    for h in made:
+        h.close()
 
 
 def _fence(h: Harness) -> int:
