@@ -39,7 +39,7 @@ class Settings(BaseSettings):
 
     # Pacer tuning (not in INTERFACE.md; documented in the README).
     # The lead covers the claim's SQL and opening the connection (DNS, TCP, TLS).
-    pacer_lead_s: float = Field(0.5, ge=0)
+    pacer_lead_s: float = Field(0.3, ge=0)
     # How long after its fire a call may still leave; past it, no byte is sent.
     pacer_send_window_s: float = Field(0.5, gt=0)
     pacer_guard_s: float | None = Field(None, ge=0)

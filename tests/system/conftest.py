@@ -62,6 +62,8 @@ class System:
         for w in self.workers:
             wait_ready(w)
         self.beats = [self.spawn_beat(f"beat{i + 1}") for i in range(beats)]
+        for b in self.beats:  # a scenario starts with its reconciler running, however slow
+            wait_for(lambda b=b: "Sending due task" in b.log(), 60, f"{b.name} running")
         self.restarts = 0
         self._stopping = threading.Event()
         threading.Thread(target=self._supervise, daemon=True).start()
