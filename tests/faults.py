@@ -74,7 +74,7 @@ class SentinelCluster:
 
     master_name = "spdist"
 
-    def __init__(self, log_dir: Path, down_after_ms: int = 1000) -> None:
+    def __init__(self, log_dir: Path, down_after_ms: int = 1000, db: int = 0) -> None:
         self.log_dir, self.down_after_ms = log_dir, down_after_ms
         self.master = RedisServer(log_dir)
         self.replica = RedisServer(
@@ -84,7 +84,9 @@ class SentinelCluster:
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels = [self._start_sentinel(port) for port in self.sentinel_ports]
         self.killed: int | None = None
-        self.url = ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports) + "/0"
+        # kombu's form: the database written once, on the last address.
+        self.url = ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{db}"
+        self.db = db
         self._wait(self._ready, 30, "the replica in sync and every Sentinel aware of the rest")
 
     def _start_sentinel(self, port: int) -> subprocess.Popen[bytes]:
@@ -157,8 +159,8 @@ class SentinelCluster:
         return self.master_port()
 
     def client(self) -> redis.Redis:
-        """A plain client of the current master."""
-        return self.servers[self.master_port()].client()
+        """A plain client of the current master, on the URL's database."""
+        return redis.Redis(port=self.master_port(), db=self.db)
 
     @staticmethod
     def _wait(cond: Any, timeout: float, what: str) -> None:
