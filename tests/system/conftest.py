@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.books import Books, count
 from tests.conftest import USER_KEYS
-from tests.faults import RedisServer, TcpProxy
+from tests.faults import RedisServer, SentinelCluster, TcpProxy
 from tests.procs import PY, ROOT, Proc, configure_fake, fake_calls, spdist_env, start_fake, wait_for
+from worker.celery_app import transport_options
 from worker.models import TERMINAL, DistributionAttempt, DistributionRequest
+from worker.redis_url import broker_url
 
 HOOKS = str(ROOT / "tests" / "testhooks")
 USERS = list(USER_KEYS)[:3]
@@ -31,10 +33,17 @@ class System:
 
     def __init__(self, db_url: str, log_dir: Path, *, workers: int = 2, beats: int = 1,
                  pg_proxy: bool = False, worker_env: list[dict[str, str]] | None = None,
-                 **extra: str) -> None:  # fmt: skip
+                 sentinel: bool = False, **extra: str) -> None:  # fmt: skip
         self.db_url, self.log_dir = db_url, log_dir
         self.procs: list[Proc] = []
-        self.redis = RedisServer(log_dir)
+        # sentinel=True: a master, a replica and three Sentinels; `redis` is then the
+        # master the system starts on, and everything reaches it through the Sentinels.
+        self.cluster = SentinelCluster(log_dir) if sentinel else None
+        self.redis = self.cluster.master if self.cluster else RedisServer(log_dir)
+        self.redis_url = self.cluster.url if self.cluster else self.redis.url
+        self.master_name = self.cluster.master_name if self.cluster else None
+        if self.master_name:
+            extra = {"SPDIST_REDIS_MASTER_NAME": self.master_name, **extra}
         self.fake, self.sp_url = start_fake(log_dir, interval_s=1.0)
         self.procs.append(self.fake)
         self.pg: TcpProxy | None = None
@@ -45,7 +54,7 @@ class System:
         keys = {u: USER_KEYS[u] for u in USERS}
         path = os.pathsep.join(p for p in (HOOKS, str(ROOT), os.environ.get("PYTHONPATH")) if p)
         defaults = {"SPDIST_PACER_GUARD_S": "0.15", "PYTHONPATH": path}
-        self.env = spdist_env(proc_db, self.redis.url, self.sp_url, keys, **{**defaults, **extra})
+        self.env = spdist_env(proc_db, self.redis_url, self.sp_url, keys, **{**defaults, **extra})
         self.workers = [
             self.spawn_worker(f"w{i + 1}", (worker_env or [{}] * workers)[i], wait=False)
             for i in range(workers)
@@ -57,7 +66,8 @@ class System:
         self._stopping = threading.Event()
         threading.Thread(target=self._supervise, daemon=True).start()
         self.engine = create_engine(db_url)
-        self.app = Celery("spdist-test", broker=self.redis.url, set_as_current=False)
+        self.app = Celery("spdist-test", broker=broker_url(self.redis_url), set_as_current=False)
+        self.app.conf.broker_transport_options = transport_options(self.redis_url, self.master_name)
         self.ctx = self._context(keys)
 
     # processes -------------------------------------------------------------------------
@@ -102,12 +112,13 @@ class System:
         from worker.db import make_engine
         from worker.settings import KeyRing, Settings
 
-        settings = Settings(database_url=self.db_url, redis_url=self.redis.url, api_keys=keys,
-                            min_interval_s=1.0, pacer_guard_s=0.15)  # fmt: skip
+        settings = Settings(database_url=self.db_url, redis_url=self.redis_url, api_keys=keys,
+                            min_interval_s=1.0, pacer_guard_s=0.15,
+                            redis_master_name=self.master_name)  # fmt: skip
         return Context(
             settings=settings,
             sessions=sessionmaker(make_engine(self.db_url), expire_on_commit=False),
-            pacer=make_pacer(settings, make_redis(self.redis.url)),
+            pacer=make_pacer(settings, make_redis(self.redis_url, self.master_name)),
             keyring=KeyRing(settings),
             publish=self.publish,
         )
@@ -186,6 +197,8 @@ class System:
         self._stopping.set()
         for p in reversed(self.procs):
             p.stop()
+        if self.cluster is not None:
+            self.cluster.close()
         self.redis.kill()
         if self.pg is not None:
             self.pg.cut()
