@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import pytest
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -20,7 +21,7 @@ from sqlalchemy.orm import sessionmaker
 from api.enqueue_async import AsyncEnqueue
 from tests.conftest import USER_KEYS
 from tests.faults import SentinelCluster
-from tests.procs import wait_for
+from tests.procs import spdist_env, start_fake, start_worker, wait_for
 from worker import distributions
 from worker.celery_app import celery_config
 from worker.context import Context, make_pacer, make_redis
@@ -169,3 +170,46 @@ def test_the_stack_asks_the_sentinels_and_starts_no_redis(cluster: SentinelClust
     assert not redis_answers(cluster.url, "no-such-master")
     assert not ensure_redis(stack, cluster.url, Path("unused"), "no-such-master")
     assert stack.children == [] and "SPDIST_REDIS_MASTER_NAME" in out.getvalue()
+
+
+def test_the_api_and_flower_on_sentinels(
+    pg_url: str, cluster: SentinelCluster, tmp_path: Path
+) -> None:
+    """The processes as deployed: the API, a worker and Flower, all through the Sentinels."""
+    from tests.integration.test_api import TOKEN, start_api
+    from tests.integration.test_flower import FLOWER_AUTH, dispatched_in_flower, start_flower
+
+    user, key = uuid.uuid4().hex[:24], "sk-sentinel-" + uuid.uuid4().hex
+    fake, sp_url = start_fake(tmp_path, interval_s=0.5)
+    name = cluster.master_name
+    env = spdist_env(
+        pg_url,
+        cluster.url,
+        sp_url,
+        {user: key},
+        SPDIST_API_TOKENS=TOKEN,
+        SPDIST_REDIS_MASTER_NAME=name,
+    )
+    procs = [fake]
+    try:
+        flower, fbase = start_flower(env, tmp_path)
+        procs += [flower, start_worker("sentinelw", env, tmp_path)]
+        api, base = start_api(env, tmp_path)
+        procs.append(api)
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        assert dispatched_in_flower(base, fbase, user)["name"] == "spdist.dispatch"
+        broker = httpx.get(f"{fbase}/broker", auth=FLOWER_AUTH, timeout=10)
+        assert broker.status_code == 200 and "spdist" in broker.text
+        cluster.kill_master()
+        cluster.wait_failover()
+        # The API lived through it: ready again, and a request goes straight into its lane.
+        wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "the API ready")
+        body = {"userId": user, "projectId": uuid.uuid4().hex[:24], "uploadId": "f" * 24}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        created = httpx.post(f"{base}/v1/distributions", json=body, headers=auth)
+        assert created.status_code == 202, created.text
+        lane = httpx.get(f"{base}/v1/users/{user}/lane", headers=auth).json()
+        assert created.json()["id"] in [item["id"] for item in lane["items"]]
+    finally:
+        for p in procs:
+            p.stop()
