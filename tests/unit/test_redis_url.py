@@ -15,11 +15,11 @@ from worker.redis_url import SentinelUrl, broker_url, is_sentinel, parse, with_d
 from worker.settings import Settings
 
 THREE = "sentinel://h1:26379;sentinel://h2:26380;sentinel://h3/4"
-SECRET = "p@ss;word/"  # every character a URL gives meaning to, escaped in the URL
+SECRET = "p@ss;word/"  # characters a URL gives meaning to, escaped in the URL
 WITH_PASSWORD = "sentinel://:p%40ss%3Bword%2F@h1:1;sentinel://h2:2/3"
 
 
-def test_kombus_form_with_the_database_on_the_last_address() -> None:
+def test_kombu_form_with_the_database_on_the_last_address() -> None:
     assert parse(THREE) == SentinelUrl((("h1", 26379), ("h2", 26380), ("h3", 26379)), db=4)
     assert parse("sentinel://10.0.0.1") == SentinelUrl((("10.0.0.1", 26379),), db=0)
     assert parse("sentinel://[::1]:5/2").sentinels == (("::1", 5),)
