@@ -76,10 +76,8 @@ class SentinelCluster:
 
     def __init__(self, log_dir: Path, down_after_ms: int = 1000, db: int = 0) -> None:
         self.log_dir, self.down_after_ms = log_dir, down_after_ms
-        self.master = RedisServer(log_dir)
-        self.replica = RedisServer(
-            log_dir, args=["--replicaof", "127.0.0.1", str(self.master.port)]
-        )
+        self.master = self._server()
+        self.replica = self._server("--replicaof", "127.0.0.1", str(self.master.port))
         self.servers = {s.port: s for s in (self.master, self.replica)}
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels = [self._start_sentinel(port) for port in self.sentinel_ports]
@@ -88,6 +86,12 @@ class SentinelCluster:
         self.url = ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{db}"
         self.db = db
         self._wait(self._ready, 30, "the replica in sync and every Sentinel aware of the rest")
+
+    def _server(self, *args: str) -> RedisServer:
+        # A replica writes the copy it receives to disk: in log_dir, not the working folder.
+        port = free_port()
+        files = ["--dir", str(self.log_dir), "--dbfilename", f"dump-{port}.rdb"]
+        return RedisServer(self.log_dir, port, args=[*files, *args])
 
     def _start_sentinel(self, port: int) -> subprocess.Popen[bytes]:
         name, watch = self.master_name, f"{self.master_name} "
