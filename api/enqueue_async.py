@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-import redis.asyncio as aredis
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
 from redis import RedisError
@@ -33,7 +32,7 @@ from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from worker import keys, ledger
-from worker.context import Context
+from worker.context import Context, make_async_redis
 from worker.distributions import NewDistribution, member, new_values, score, stored
 from worker.errors import PacerUnavailable
 from worker.models import DistributionRequest
@@ -66,9 +65,7 @@ class AsyncEnqueue:
             kwargs={"autocommit": True, "row_factory": namedtuple_row, "options": PLAN_EACH_TIME},
             open=False,
         )
-        self.redis = aredis.Redis.from_url(
-            ctx.settings.redis_url, socket_timeout=5, socket_connect_timeout=5
-        )
+        self.redis = make_async_redis(ctx.settings.redis_url, ctx.settings.redis_master_name)
         self.wake = self.redis.register_script(ctx.pacer.wake_source)
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[Enqueued]]] = []
         self._flushes: set[asyncio.Task[None]] = set()

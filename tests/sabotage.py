@@ -119,6 +119,16 @@ CASES = (
          f"{SYSTEM}/test_processes.py::test_worker_clocks_five_minutes_ahead_and_behind",
          (("worker/dispatch.py", "    lease = from_us(slot_us) + timedelta(seconds=ctx.settings.lease_s)\n",
            "    lease = utcnow() + timedelta(seconds=ctx.settings.lease_s)\n"),)),
+    Case("Sentinel failover", "the pacer follows the master (pinned to the master the Sentinels named at start)",
+         f"{SYSTEM}/test_sentinel.py::test_sentinel_failover_mid_run",
+         (("worker/redis_url.py",
+           "    return sentinel.master_for(name, SentinelMaster, **_master_kwargs(target, options))\n",
+           "    host, port = sentinel.discover_master(name)\n"
+           "    return redis.Redis(host=host, port=port, **_master_kwargs(target, options))\n"),)),
+    Case("Sentinel failover: broker", "the database and password on every address of the broker URL",
+         "tests/integration/test_sentinel.py::test_the_broker_follows_the_master",
+         (("worker/celery_app.py", '"broker_url": broker_url(s.redis_url),',
+           '"broker_url": s.redis_url,'),)),
 )  # fmt: skip
 
 

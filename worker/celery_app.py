@@ -12,6 +12,7 @@ from worker.broker import TRANSPORT
 from worker.consumer import CONSUMER
 from worker.errors import PacerUnavailable
 from worker.pacer import Wake, parse_member
+from worker.redis_url import broker_url, is_sentinel
 from worker.settings import get_settings
 
 QUEUE = "spdist"
@@ -22,10 +23,10 @@ def celery_config() -> dict[str, Any]:
     """Celery settings: late acks, prefetch 1, no silent loss on a lost worker."""
     s = get_settings()
     return {
-        "broker_url": s.redis_url,
+        "broker_url": broker_url(s.redis_url),
         "broker_transport": transport_for(s.redis_url),
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_transport_options": transport_options(s.redis_url, s.redis_master_name),
         "task_default_queue": QUEUE,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -67,6 +68,14 @@ def transport_for(url: str) -> str | None:
     """kombu's Redis transport with one reused client (worker/broker.py) for `redis://`;
     None (kombu's choice by scheme) for anything else, `rediss://` included."""
     return TRANSPORT if url.partition("://")[0] == "redis" else None
+
+
+def transport_options(url: str, master_name: str | None) -> dict[str, Any]:
+    """The broker's transport options; with Sentinels, the master kombu asks them for."""
+    options: dict[str, Any] = {"visibility_timeout": 3600}
+    if is_sentinel(url):
+        options["master_name"] = master_name
+    return options
 
 
 def publish_dispatch(user_id: str, wake: Wake) -> None:

@@ -59,7 +59,8 @@ def _spdist_redis() -> redis.Redis:
     from worker.context import make_redis
     from worker.settings import get_settings
 
-    return make_redis(get_settings().redis_url)
+    settings = get_settings()
+    return make_redis(settings.redis_url, settings.redis_master_name)
 
 
 offset = RedisClockOffset(_spdist_redis)

@@ -7,10 +7,13 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import redis
+import redis.asyncio as aredis
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import redis_url
 from worker.pacer import Pacer, Wake
 from worker.settings import KeyRing, Settings, get_keyring, get_settings
 from worker.streampixel import StreampixelClient
@@ -63,11 +66,19 @@ def make_pacer(settings: Settings, client: redis.Redis) -> Pacer:
     )
 
 
-def make_redis(url: str) -> redis.Redis:
-    """A Redis client that fails fast: the pacer must not hang a worker."""
-    return redis.Redis.from_url(
-        url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
-    )
+# A client that fails fast: the pacer must not hang a worker, nor the API's enqueue.
+REDIS_OPTIONS: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+
+
+def make_redis(url: str, master_name: str | None = None) -> redis.Redis:
+    """The pacer's Redis client: of the server `url` names, or of the master its Sentinels
+    name (then it follows the master through a failover)."""
+    return redis_url.sync_client(url, master_name, health_check_interval=30, **REDIS_OPTIONS)
+
+
+def make_async_redis(url: str, master_name: str | None = None) -> aredis.Redis:
+    """`make_redis` for asyncio, for the API's enqueue on the event loop."""
+    return redis_url.async_client(url, master_name, **REDIS_OPTIONS)
 
 
 @lru_cache
@@ -80,7 +91,7 @@ def get_context() -> Context:
     return Context(
         settings=settings,
         sessions=get_sessionmaker(),
-        pacer=make_pacer(settings, make_redis(settings.redis_url)),
+        pacer=make_pacer(settings, make_redis(settings.redis_url, settings.redis_master_name)),
         keyring=get_keyring(),
         publish=publish_dispatch,
     )

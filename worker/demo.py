@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from worker.redis_url import sync_client, with_db
 from worker.stack import PY, Stack, ensure_redis, ports, start_services
 
 INTERVAL_S = 3.0
@@ -51,7 +52,7 @@ def free_port() -> int:
 
 def demo_redis_url(url: str) -> str:
     """The configured Redis server, database 15: the demo's lanes stay out of real ones."""
-    return urlunsplit(urlsplit(url)._replace(path="/15"))
+    return with_db(url, 15)
 
 
 def run(folder: Path) -> int:
@@ -61,14 +62,17 @@ def run(folder: Path) -> int:
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spdist.db").unlink(missing_ok=True)
-    redis_url = demo_redis_url(get_settings().redis_url)
+    settings = get_settings()
+    redis_url, master = demo_redis_url(settings.redis_url), settings.redis_master_name
     api_port, flower_port = ports()
     fake_port = free_port()
     env = _env(folder, redis_url, api_port, fake_port)
+    if master:
+        env["SPDIST_REDIS_MASTER_NAME"] = master
     stack = Stack(env, hide=_noise)
-    if not ensure_redis(stack, redis_url, folder / "redis"):
+    if not ensure_redis(stack, redis_url, folder / "redis", master):
         return 1
-    _flush(redis_url)
+    _flush(redis_url, master)
     upgrade(env["SPDIST_DATABASE_URL"])
     (folder / "keys.json").write_text(json.dumps(KEYS))
     hook_url = f"http://127.0.0.1:{api_port}/v1/webhooks/streampixel/{HOOK}"
@@ -114,10 +118,8 @@ def _env(folder: Path, redis_url: str, api_port: int, fake_port: int) -> dict[st
     return env
 
 
-def _flush(redis_url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
+def _flush(redis_url: str, master_name: str | None) -> None:
+    client = sync_client(redis_url, master_name)
     try:
         client.flushdb()
     finally:
@@ -125,7 +127,9 @@ def _flush(redis_url: str) -> None:
 
 
 def _hints(stack: Stack, env: dict[str, str], api_port: int, flower_port: int) -> None:
-    db, rurl = env["SPDIST_DATABASE_URL"], env["SPDIST_REDIS_URL"]
+    db, rurl = env["SPDIST_DATABASE_URL"], shlex.quote(env["SPDIST_REDIS_URL"])
+    if "SPDIST_REDIS_MASTER_NAME" in env:
+        rurl += f" SPDIST_REDIS_MASTER_NAME={shlex.quote(env['SPDIST_REDIS_MASTER_NAME'])}"
     for line in (
         f"demo: interval {INTERVAL_S:g} s per user; users {', '.join(USERS)}",
         f"demo: API http://127.0.0.1:{api_port}/docs (token {TOKEN}) · "

@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.redis_url import is_sentinel, parse
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./spdist.db"
     redis_url: str = "redis://localhost:6379/0"
+    # With a Sentinel URL in redis_url: the monitored master's name (worker/redis_url.py).
+    redis_master_name: str | None = Field(None, validate_default=True)
     streampixel_url: str = "https://api.streampixel.io/pixelStripeApi"
     # NoDecode: our validator parses the JSON, so an empty value means "none".
     api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
@@ -58,6 +62,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if is_sentinel(value):
+            parse(value)  # its ValueError names the fault, never the URL
+        return value
+
+    @field_validator("redis_master_name")
+    @classmethod
+    def _need_master_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and is_sentinel(info.data.get("redis_url", "")):
+            raise ValueError(
+                "SPDIST_REDIS_URL is a Sentinel URL: set SPDIST_REDIS_MASTER_NAME "
+                "to the name of the master its Sentinels monitor"
+            )
+        return value or None
 
     @property
     def guard_s(self) -> float:

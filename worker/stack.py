@@ -129,11 +129,13 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def redis_answers(url: str) -> bool:
-    """Whether a Redis server answers PING at `url`."""
+def redis_answers(url: str, master_name: str | None = None) -> bool:
+    """Whether a Redis server answers PING at `url` (the master, for a Sentinel URL)."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    from worker.redis_url import sync_client
+
+    client = sync_client(url, master_name, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -142,10 +144,17 @@ def redis_answers(url: str) -> bool:
         client.close()
 
 
-def ensure_redis(stack: Stack, url: str, data_dir: Path) -> bool:
-    """Redis answers at `url`, or a local redis-server is started for it (and says so)."""
-    if redis_answers(url):
+def ensure_redis(stack: Stack, url: str, data_dir: Path, master_name: str | None = None) -> bool:
+    """Redis answers at `url`, or a local redis-server is started for it (and says so).
+
+    Never for a Sentinel URL: its master is someone else's to run; we only ask for it."""
+    from worker.redis_url import is_sentinel
+
+    if redis_answers(url, master_name):
         return True
+    if is_sentinel(url):
+        _sentinel_help(stack, master_name)
+        return False
     parts = urlsplit(url)
     host, port = parts.hostname or "localhost", parts.port or 6379
     binary = shutil.which("redis-server")
@@ -159,6 +168,14 @@ def ensure_redis(stack: Stack, url: str, data_dir: Path) -> bool:
                           "--appendonly", "yes", "--dir", str(data_dir.resolve()),
                           "--maxmemory-policy", "noeviction"])  # fmt: skip
     return _wait(lambda: redis_answers(url), 10)
+
+
+def _sentinel_help(stack: Stack, master_name: str | None) -> None:
+    stack.say(
+        "spdist",
+        f"no master {master_name!r} answers through the Sentinels of SPDIST_REDIS_URL; check "
+        "their addresses and SPDIST_REDIS_MASTER_NAME (spdist starts no Redis for Sentinels)",
+    )
 
 
 def _redis_help(stack: Stack, url: str) -> None:
@@ -203,7 +220,7 @@ def up(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     stack = Stack(dict(os.environ))
-    if not ensure_redis(stack, settings.redis_url, Path("data/redis")):
+    if not ensure_redis(stack, settings.redis_url, Path("data/redis"), settings.redis_master_name):
         return 1
     upgrade(settings.database_url)
     stack.say("spdist", f"database {_safe(settings.database_url)} is at the latest migration")

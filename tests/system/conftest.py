@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.books import Books, count
 from tests.conftest import USER_KEYS
-from tests.faults import RedisServer, TcpProxy, TlsFront
+from tests.faults import RedisServer, SentinelCluster, TcpProxy, TlsFront
 from tests.procs import PY, ROOT, Proc, configure_fake, fake_calls, spdist_env, start_fake, wait_for
+from worker.celery_app import transport_options
 from worker.models import TERMINAL, DistributionAttempt, DistributionRequest
+from worker.redis_url import broker_url
 
 HOOKS = str(ROOT / "tests" / "testhooks")
 USERS = list(USER_KEYS)[:3]
@@ -32,10 +34,17 @@ class System:
     def __init__(self, db_url: str, log_dir: Path, *, workers: int = 2, beats: int = 1,
                  pg_proxy: bool = False, worker_env: list[dict[str, str]] | None = None,
                  tls_front: dict[str, Any] | None = None, interval_s: float = 1.0,
-                 **extra: str) -> None:  # fmt: skip
+                 sentinel: bool = False, **extra: str) -> None:  # fmt: skip
         self.db_url, self.log_dir, self.interval_s = db_url, log_dir, interval_s
         self.procs: list[Proc] = []
-        self.redis = RedisServer(log_dir)
+        # sentinel=True: a master, a replica and three Sentinels; `redis` is then the
+        # master the system starts on, and everything reaches it through the Sentinels.
+        self.cluster = SentinelCluster(log_dir) if sentinel else None
+        self.redis = self.cluster.master if self.cluster else RedisServer(log_dir)
+        self.redis_url = self.cluster.url if self.cluster else self.redis.url
+        self.master_name = self.cluster.master_name if self.cluster else None
+        if self.master_name:
+            extra = {"SPDIST_REDIS_MASTER_NAME": self.master_name, **extra}
         self.fake, self.sp_url = start_fake(log_dir, interval_s=interval_s)
         self.procs.append(self.fake)
         self.pg: TcpProxy | None = None
@@ -54,7 +63,7 @@ class System:
             self.front = TlsFront(fake_port, log_dir, **tls_front)
             call_url = self.front.url()
             defaults["SSL_CERT_FILE"] = str(self.front.ca_path)
-        self.env = spdist_env(proc_db, self.redis.url, call_url, keys, **{**defaults, **extra})
+        self.env = spdist_env(proc_db, self.redis_url, call_url, keys, **{**defaults, **extra})
         self.workers = [
             self.spawn_worker(f"w{i + 1}", (worker_env or [{}] * workers)[i], wait=False)
             for i in range(workers)
@@ -68,7 +77,8 @@ class System:
         self._stopping = threading.Event()
         threading.Thread(target=self._supervise, daemon=True).start()
         self.engine = create_engine(db_url)
-        self.app = Celery("spdist-test", broker=self.redis.url, set_as_current=False)
+        self.app = Celery("spdist-test", broker=broker_url(self.redis_url), set_as_current=False)
+        self.app.conf.broker_transport_options = transport_options(self.redis_url, self.master_name)
         self.ctx = self._context(keys)
 
     # processes -------------------------------------------------------------------------
@@ -113,12 +123,13 @@ class System:
         from worker.db import make_engine
         from worker.settings import KeyRing, Settings
 
-        settings = Settings(database_url=self.db_url, redis_url=self.redis.url, api_keys=keys,
-                            min_interval_s=self.interval_s, pacer_guard_s=0.15)  # fmt: skip
+        settings = Settings(database_url=self.db_url, redis_url=self.redis_url, api_keys=keys,
+                            min_interval_s=self.interval_s, pacer_guard_s=0.15,
+                            redis_master_name=self.master_name)  # fmt: skip
         return Context(
             settings=settings,
             sessions=sessionmaker(make_engine(self.db_url), expire_on_commit=False),
-            pacer=make_pacer(settings, make_redis(self.redis.url)),
+            pacer=make_pacer(settings, make_redis(self.redis_url, self.master_name)),
             keyring=KeyRing(settings),
             publish=self.publish,
         )
@@ -197,6 +208,8 @@ class System:
         self._stopping.set()
         for p in reversed(self.procs):
             p.stop()
+        if self.cluster is not None:
+            self.cluster.close()
         self.redis.kill()
         if self.front is not None:
             self.front.close()
