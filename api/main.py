@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.enqueue_async import AsyncEnqueue
-from api.routes import distributions, health, users, webhooks
+from api.routes import distributions, health, ui, users, webhooks
 from worker import webhooks as webhook_service
 from worker.context import Context, get_context
 from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
@@ -99,6 +99,7 @@ def create_app(
     app.state.announce_webhook = announce_webhook or webhook_service.announce
     for router in (distributions.router, users.router, webhooks.router, health.router):
         app.include_router(router)
+    app.include_router(ui.router)
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     return app
