@@ -98,6 +98,13 @@ CASES = (
          "tests/integration/test_console.py::test_console_counts_down_and_cancels",
          (("api/routes/ui.py", "    if not (_same_origin(request) and cookie and hmac.compare_digest(cookie, header)):\n",
            "    if False:\n"),)),
+    Case("Flower: failed call shown as SUCCESS", "the dispatch's report to Flower (`reports.report`)",
+         "tests/integration/test_flower.py::test_flower_shows_failed_calls_readably_and_no_reconciler_ticks",
+         (("worker/tasks.py", "    return reports.report(get_context(), request_id, word)  # raises for Flower: no new message\n",
+           "    return word\n"),)),
+    Case("Flower: reconciler ticks", "no task events for `spdist.reconcile`",
+         "tests/integration/test_flower.py::test_flower_shows_failed_calls_readably_and_no_reconciler_ticks",
+         (("worker/tasks.py", "acks_late=False, send_events=False)", "acks_late=False)"),)),
 )  # fmt: skip
 
 

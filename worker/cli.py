@@ -49,6 +49,8 @@ def cmd_beat(args: argparse.Namespace) -> int:
     """The scheduler: runs the reconciler every SPDIST_RECONCILE_EVERY_S."""
     from worker.celery_app import app
 
+    # Beat sends only reconciler ticks: no task-sent event, so Flower lists dispatches.
+    app.conf.task_send_sent_event = False
     # The in-memory scheduler keeps no schedule file: only interval entries exist.
     app.start(["beat", "-S", "celery.beat:Scheduler", "--loglevel", args.loglevel,
                *args.celery_args])  # fmt: skip
