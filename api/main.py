@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import docs
 from api.enqueue_async import AsyncEnqueue
 from api.routes import distributions, health, ui, users, webhooks
 from worker import firstrun
@@ -94,6 +95,8 @@ def create_app(
         title="spdist",
         version="0.1.0",
         description="Paced, durable distribution of builds through Streampixel.",
+        docs_url=None,  # served by api/docs.py from local assets
+        redoc_url=None,
     )
     _redact_access_log()
     app.state.ctx = ctx
@@ -101,6 +104,7 @@ def create_app(
     for router in (distributions.router, users.router, webhooks.router, health.router):
         app.include_router(router)
     app.include_router(ui.router)
+    docs.install(app)
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     return app

@@ -105,6 +105,9 @@ CASES = (
     Case("Flower: reconciler ticks", "no task events for `spdist.reconcile`",
          "tests/integration/test_flower.py::test_flower_shows_failed_calls_readably_and_no_reconciler_ticks",
          (("worker/tasks.py", "acks_late=False, send_events=False)", "acks_late=False)"),)),
+    Case("offline /docs", "Swagger UI from local assets (FastAPI's CDN page instead)",
+         "tests/integration/test_console.py::test_console_counts_down_and_cancels",
+         (("api/main.py", "        docs_url=None,  # served by api/docs.py from local assets\n", ""),)),
 )  # fmt: skip
 
 

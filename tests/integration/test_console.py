@@ -137,6 +137,25 @@ def test_console_counts_down_and_cancels(stack: tuple[str, str], page: Any) -> N
     assert _state(base, second) == "queued"
     shoot(page, "console-cancelled.png")
     _csrf_refused(page, base, second)
+    _docs_offline(page, base)
+
+
+def _docs_offline(page: Any, base: str) -> None:
+    """`/docs` renders with every request kept on loopback (outside ones are aborted)."""
+    outside: list[str] = []
+
+    def only_loopback(route: Any) -> None:
+        if route.request.url.startswith(base):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_loopback)
+    page.goto(f"{base}/docs")
+    page.wait_for_selector(".swagger-ui .info .title:has-text('spdist')")
+    page.wait_for_selector(".opblock-summary-path:has-text('/v1/distributions')")
+    assert outside == []
 
 
 def _csrf_refused(page: Any, base: str, request_id: str) -> None:
