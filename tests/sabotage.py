@@ -108,6 +108,10 @@ CASES = (
     Case("offline /docs", "Swagger UI from local assets (FastAPI's CDN page instead)",
          "tests/integration/test_console.py::test_console_counts_down_and_cancels",
          (("api/main.py", "        docs_url=None,  # served by api/docs.py from local assets\n", ""),)),
+    Case("scheduler heartbeat", "the reconcile pass's heartbeat (`_heartbeat`), which the scheduler alert reads",
+         "tests/integration/test_prometheus.py::test_prometheus_scrapes_the_api",
+         (("worker/tasks.py", "    counts = reconcile_mod.reconcile(ctx)\n    _heartbeat(ctx)\n",
+           "    counts = reconcile_mod.reconcile(ctx)\n"),)),
 )  # fmt: skip
 
 

@@ -70,7 +70,18 @@ def reconcile() -> dict[str, int]:
     ctx = get_context()
     if not _take_turn(ctx):
         return {"skipped": 1}
-    return reconcile_mod.reconcile(ctx)
+    counts = reconcile_mod.reconcile(ctx)
+    _heartbeat(ctx)
+    return counts
+
+
+def _heartbeat(ctx: Context) -> None:
+    """Record the pass for `spdist_reconcile_last_run_timestamp_seconds` (the alert on a
+    scheduler that stopped)."""
+    try:
+        ctx.pacer.redis.set(keys.reconcile_last(), ctx.pacer.now_us())
+    except (RedisError, PacerUnavailable) as exc:
+        log.info("reconcile heartbeat not written: %s", type(exc).__name__)
 
 
 def _take_turn(ctx: Context) -> bool:
