@@ -112,6 +112,12 @@ CASES = (
          "tests/integration/test_prometheus.py::test_prometheus_scrapes_the_api",
          (("worker/tasks.py", "    counts = reconcile_mod.reconcile(ctx)\n    _heartbeat(ctx)\n",
            "    counts = reconcile_mod.reconcile(ctx)\n"),)),
+    Case("unmigrated database", "the one-line `spdist migrate` hint (the SQL error instead)",
+         "tests/integration/test_firstrun.py::test_unmigrated_database_says_run_migrate",
+         (("worker/cli.py", "    if unmigrated(exc):\n        return UNMIGRATED\n", ""),)),
+    Case("taken port", "the port check before the stack starts (`ports_free`)",
+         "tests/integration/test_firstrun.py::test_taken_port_is_reported_before_the_banner",
+         (("worker/stack.py", "    if not ports_free(stack, api_port, flower_port):\n        return 1\n", ""),)),
 )  # fmt: skip
 
 

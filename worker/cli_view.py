@@ -88,12 +88,17 @@ def _now() -> datetime:
     return utcnow()
 
 
-def _table(*columns: str, reason: bool = False) -> Table:
+def _table(columns: list[str], rows: list[list[str]], *, reason: bool = False) -> Table:
+    """Columns as wide as their widest cell; only the last, `reason`, gives way (ellipsis)."""
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    for name in columns:
-        table.add_column(name, no_wrap=True)
+    fixed = columns[:-1] if reason else columns
+    for n, name in enumerate(fixed):
+        width = max([len(name), *(len(r[n]) for r in rows)])
+        table.add_column(name, no_wrap=True, min_width=width)
     if reason:
-        table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=40)
+        table.add_column(columns[-1], overflow="ellipsis", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -101,20 +106,22 @@ def distributions_table(rows: list[dict[str, Any]]) -> RenderableType:
     """`spdist ls`: one line per request, with its reason when it has one."""
     if not rows:
         return Text("no distributions match")
-    table = _table("id", "state", "user", "project", "upload", "created", "next", reason=True)
-    for d in rows:
-        nxt = d.get("estimatedDispatchAt") or d.get("nextAttemptAt")
-        table.add_row(
-            short(d["id"]),
-            d["state"],
-            tail(d["userId"]),
-            tail(d["projectId"]),
-            tail(d["uploadId"]),
-            relative(d["createdAt"]),
-            relative(nxt),
-            d.get("message") or "",
-        )
-    return table
+    columns = ["id", "state", "user", "project", "upload", "created", "next", "reason"]
+    return _table(columns, [_row(d) for d in rows], reason=True)
+
+
+def _row(d: dict[str, Any]) -> list[str]:
+    nxt = d.get("estimatedDispatchAt") or d.get("nextAttemptAt")
+    return [
+        short(d["id"]),
+        d["state"],
+        tail(d["userId"]),
+        tail(d["projectId"]),
+        tail(d["uploadId"]),
+        relative(d["createdAt"]),
+        relative(nxt),
+        d.get("message") or "",
+    ]
 
 
 def distribution_view(d: dict[str, Any]) -> RenderableType:
@@ -143,18 +150,23 @@ def distribution_view(d: dict[str, Any]) -> RenderableType:
     ):
         if d.get(key):
             facts.add_row(label, f"{relative(d[key])}  ({d[key][:19]}Z)")
-    attempts = _table("#", "started", "outcome", "HTTP", reason=True)
-    for a in d.get("attempts", []):
-        attempts.add_row(
+    if not d.get("attempts"):
+        return Group(facts, Text("no attempts yet"))
+    rows = [
+        [
             str(a["number"]),
             relative(a["startedAt"]),
             a["outcome"] or "in flight",
             str(a["httpStatus"] or "-"),
             a["message"] or "",
-        )
-    if not d.get("attempts"):
-        return Group(facts, Text("no attempts yet"))
-    return Group(facts, Text(""), attempts)
+        ]
+        for a in d["attempts"]
+    ]
+    return Group(
+        facts,
+        Text(""),
+        _table(["#", "started", "outcome", "HTTP", "Streampixel said"], rows, reason=True),
+    )
 
 
 def lanes_view(lanes: list[dict[str, Any]], interval_s: float) -> RenderableType:
@@ -170,9 +182,8 @@ def lanes_view(lanes: list[dict[str, Any]], interval_s: float) -> RenderableType
                 style="bold",
             )
         )
-        table = _table("#", "id", "project", "upload", "prio", "state", "dispatch")
-        for i in lane["items"]:
-            table.add_row(
+        rows = [
+            [
                 str(i["position"]),
                 short(i["id"]),
                 tail(i["projectId"]),
@@ -180,8 +191,10 @@ def lanes_view(lanes: list[dict[str, Any]], interval_s: float) -> RenderableType
                 str(i["priority"]),
                 i["state"],
                 relative(i["estimatedDispatchAt"]),
-            )
-        parts.append(table)
+            ]
+            for i in lane["items"]
+        ]
+        parts.append(_table(["#", "id", "project", "upload", "prio", "state", "dispatch"], rows))
     return Group(*parts)
 
 
