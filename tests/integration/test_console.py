@@ -118,6 +118,13 @@ def test_console_counts_down_and_cancels(stack: tuple[str, str], page: Any) -> N
     first = enqueue(base, user, 1)
     wait_for(lambda: _state(base, first) == "succeeded", 60, "the first call")
     second, third = enqueue(base, user, 2), enqueue(base, user, 3)
+    listed = httpx.get(
+        f"{base}/v1/distributions",
+        params={"userId": user},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ).json()["items"]
+    places = {d["id"]: (d["position"], d["estimatedDispatchAt"] is not None) for d in listed}
+    assert places == {third: (2, True), second: (1, True), first: (None, False)}
     sign_in(page, base)
     cookies = {c["name"]: c for c in page.context.cookies()}
     assert cookies["spdist_token"]["httpOnly"] and cookies["spdist_token"]["sameSite"] == "Strict"
