@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from worker import views
@@ -48,9 +48,35 @@ def lanes(ctx: Context, session: Session) -> list[dict[str, Any]]:
     ).all()
     out = []
     for user_id, waiting in rows:
-        lane = views.lane(ctx, session, user_id).as_dict()
-        out.append({**lane, "waiting": waiting, "items": lane["items"][:MAX_LANE_ITEMS]})
+        lane = lane_head(ctx, session, user_id, MAX_LANE_ITEMS).as_dict()
+        out.append({**lane, "waiting": waiting})
     return out
+
+
+def lane_head(ctx: Context, session: Session, user_id: str, limit: int) -> views.Lane:
+    """The first `limit` places of `views.lane()`, reading at most 2 × `limit` rows."""
+    r = DistributionRequest
+    start = views.next_slot_at(ctx, session, user_id)
+    mine = (r.user_id == user_id, r.state.in_(WAITING))
+    ready = session.scalars(
+        select(r)
+        .where(*mine, or_(r.next_attempt_at.is_(None), r.next_attempt_at <= start))
+        .order_by(r.priority.desc(), r.seq)
+        .limit(limit)
+    ).all()
+    later = session.scalars(
+        select(r)
+        .where(*mine, r.next_attempt_at > start)
+        .order_by(r.next_attempt_at, r.priority.desc(), r.seq)
+        .limit(limit)
+    ).all()
+    gap = timedelta(seconds=ctx.settings.min_interval_s + ctx.settings.guard_s)
+    items, t = [], start
+    for pos, req in enumerate([*ready, *later][:limit], start=1):
+        t = max(t, req.next_attempt_at or t)
+        items.append(views.LaneItem(req, pos, t))
+        t += gap
+    return views.Lane(user_id, start, items)
 
 
 def held(session: Session) -> list[dict[str, Any]]:

@@ -22,6 +22,8 @@ function el(tag, attrs = {}, ...children) {
 }
 
 function short(id) { return id ? id.slice(0, 8) : ""; }
+// A 24-hex id's end: ObjectIds made together differ there, not at their start.
+function tail(id) { return id && id.length > 8 ? `…${id.slice(-7)}` : id || ""; }
 function nowMs() { return Date.now() + clockSkewMs; }
 
 function relative(iso) {
@@ -88,7 +90,7 @@ function renderLanes(lanes) {
   for (const lane of lanes) {
     const rows = lane.items.map((i) => el("tr", { "data-id": i.id },
       el("td", {}, String(i.position)), el("td", {}, idLink(i.id)),
-      el("td", { class: "hex" }, short(i.projectId)), el("td", { class: "hex" }, short(i.uploadId)),
+      el("td", { class: "hex" }, tail(i.projectId)), el("td", { class: "hex" }, tail(i.uploadId)),
       el("td", { class: `state ${i.state}` }, i.state),
       el("td", { class: "eta" }, when(i.estimatedDispatchAt)),
       el("td", {}, button("cancel", i.id, "cancel"))));
@@ -104,14 +106,14 @@ function renderLanes(lanes) {
 function renderHeld(held) {
   document.getElementById("held-section").hidden = !held.length;
   document.querySelector("#held tbody").replaceChildren(...held.map((d) => el("tr", { "data-id": d.id },
-    el("td", {}, idLink(d.id)), el("td", { class: "hex" }, short(d.userId)),
-    el("td", { class: "hex" }, short(d.projectId)), el("td", { class: "hex" }, short(d.uploadId)),
+    el("td", {}, idLink(d.id)), el("td", { class: "hex" }, tail(d.userId)),
+    el("td", { class: "hex" }, tail(d.projectId)), el("td", { class: "hex" }, tail(d.uploadId)),
     el("td", {}, when(d.createdAt)), el("td", {}, button("release", d.id, "release")))));
 }
 
 function attemptRow(a) {
   return el("tr", {}, el("td", {}, when(a.startedAt)), el("td", {}, idLink(a.requestId)),
-    el("td", { class: "hex" }, short(a.userId)), el("td", {}, String(a.number)),
+    el("td", { class: "hex" }, tail(a.userId)), el("td", {}, String(a.number)),
     el("td", { class: `outcome ${a.outcome || "in_flight"}` }, a.outcome || "in flight"),
     el("td", {}, a.httpStatus ? String(a.httpStatus) : ""), el("td", { class: "msg" }, a.message || ""));
 }
