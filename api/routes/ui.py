@@ -154,7 +154,10 @@ async def _forward(request: Request, method: str, path: str, token: str) -> JSON
     transport = httpx.ASGITransport(app=request.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://spdist.console") as c:
         r = await c.request(method, path, headers={"Authorization": f"Bearer {token}"})
-    return JSONResponse(r.json(), status_code=r.status_code)
+    is_json = r.headers.get("content-type", "").startswith("application/json")
+    return JSONResponse(
+        r.json() if is_json else {"detail": r.text[:200]}, status_code=r.status_code
+    )
 
 
 @router.get("/api/distributions/{request_id}")
