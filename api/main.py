@@ -22,8 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import docs
 from api.enqueue_async import AsyncEnqueue
-from api.routes import distributions, health, users, webhooks
+from api.routes import distributions, health, ui, users, webhooks
+from worker import firstrun
 from worker import webhooks as webhook_service
 from worker.context import Context, get_context
 from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
@@ -93,12 +95,16 @@ def create_app(
         title="spdist",
         version="0.1.0",
         description="Paced, durable distribution of builds through Streampixel.",
+        docs_url=None,  # served by api/docs.py from local assets
+        redoc_url=None,
     )
     _redact_access_log()
     app.state.ctx = ctx
     app.state.announce_webhook = announce_webhook or webhook_service.announce
     for router in (distributions.router, users.router, webhooks.router, health.router):
         app.include_router(router)
+    app.include_router(ui.router)
+    docs.install(app)
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     return app
@@ -135,11 +141,23 @@ def _add_error_handlers(app: FastAPI) -> None:
         log.warning("answered 503: %s", exc)
         return _problem(503, "Redis is unavailable; try again shortly")
 
+    # A database nobody migrated: name the fix rather than the SQL error.
+    @app.exception_handler(sqlalchemy.exc.ProgrammingError)
+    async def database_unmigrated(_: Request, exc: Exception) -> JSONResponse:
+        if firstrun.unmigrated(exc):
+            log.warning("answered 503: %s", firstrun.UNMIGRATED)
+            return _problem(503, firstrun.UNMIGRATED)
+        log.error("answered 500, SQL error: %s", type(exc).__name__)
+        return _problem(500, "internal error")
+
     # The database cut off or restarted: nothing was accepted, so say so and when to retry
     # (a request that must not be stored twice carries an Idempotency-Key).
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        if firstrun.unmigrated(exc):
+            log.warning("answered 503: %s", firstrun.UNMIGRATED)
+            return _problem(503, firstrun.UNMIGRATED)
         log.warning("answered 503, database unavailable: %s", type(exc).__name__)
         return _problem(503, "the database is unavailable; try again shortly")
 

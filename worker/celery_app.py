@@ -81,6 +81,7 @@ def transport_options(url: str, master_name: str | None) -> dict[str, Any]:
 def publish_dispatch(user_id: str, wake: Wake) -> None:
     """Send the dispatch message for a lane's head, due at the pacer's time."""
     from worker.outcomes import from_us
+    from worker.reports import dispatch_repr
 
     _, request_id, project_id, upload_id = parse_member(wake.member)
     kwargs = {
@@ -92,6 +93,8 @@ def publish_dispatch(user_id: str, wake: Wake) -> None:
     }
     eta = from_us(wake.due_us) if wake.delay_s > 0.002 else None
     try:
-        app.send_task("spdist.dispatch", kwargs=kwargs, eta=eta, queue=QUEUE)
+        app.send_task(
+            "spdist.dispatch", kwargs=kwargs, eta=eta, queue=QUEUE, kwargsrepr=dispatch_repr(kwargs)
+        )
     except (OperationalError, RedisError) as exc:
         raise PacerUnavailable(f"broker unreachable: {exc}") from exc

@@ -49,6 +49,8 @@ def cmd_beat(args: argparse.Namespace) -> int:
     """The scheduler: runs the reconciler every SPDIST_RECONCILE_EVERY_S."""
     from worker.celery_app import app
 
+    # Beat sends only reconciler ticks: no task-sent event, so Flower lists dispatches.
+    app.conf.task_send_sent_event = False
     # The in-memory scheduler keeps no schedule file: only interval entries exist.
     app.start(["beat", "-S", "celery.beat:Scheduler", "--loglevel", args.loglevel,
                *args.celery_args])  # fmt: skip
@@ -73,29 +75,23 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """One distribution with its attempts."""
-    from worker import distributions, views
+    """One distribution with its attempts (ID may be a unique prefix)."""
+    from worker import cli_view, distributions, views
 
     ctx = _ctx()
     with ctx.sessions() as session:
-        data = views.describe(ctx, session, distributions.get(session, args.id))
+        rid = cli_view.resolve_id(session, args.id)
+        data = views.describe(ctx, session, distributions.get(session, rid))
     if args.json:
         _print_json(data)
         return 0
-    for key in ("id", "userId", "projectId", "uploadId", "priority", "state", "createdAt",
-                "updatedAt", "nextAttemptAt", "position", "estimatedDispatchAt",
-                "supersededBy", "message"):  # fmt: skip
-        if data.get(key) is not None:
-            print(f"{key:20} {data[key]}")
-    for a in data["attempts"]:
-        print(f"  #{a['number']:<3} {a['startedAt']}  {a['outcome'] or 'in flight':13} "
-              f"{a['httpStatus'] or '-':>4}  {a['message'] or ''}")  # fmt: skip
+    cli_view.console().print(cli_view.distribution_view(data))
     return 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """Distributions, newest first."""
-    from worker import views
+    from worker import cli_view, views
 
     ctx = _ctx()
     with ctx.sessions() as session:
@@ -103,34 +99,32 @@ def cmd_ls(args: argparse.Namespace) -> int:
             session, user_id=args.user, project_id=args.project, state=args.state,
             limit=args.limit,
         )  # fmt: skip
-        data = [views.distribution_dict(r, attempts=False) for r in rows]
+        placed = views.places(ctx, session, rows)
+        data = [views.distribution_dict(r, placed.get(r.id), attempts=False) for r in rows]
     if args.json:
         _print_json(data)
         return 0
-    for d in data:
-        print(f"{d['id']}  {d['state']:11} user {d['userId']} project {d['projectId']} "
-              f"upload {d['uploadId']}  {d['createdAt']}")  # fmt: skip
+    cli_view.console().print(cli_view.distributions_table(data))
     return 0
 
 
 def cmd_lanes(args: argparse.Namespace) -> int:
     """Every user's lane, in order, with estimated dispatch times."""
-    from worker import views
+    from worker import cli_view, views
 
     ctx = _ctx()
-    with ctx.sessions() as session:
-        data = [lane.as_dict() for lane in views.lanes(ctx, session)]
+
+    def lanes() -> list[dict[str, Any]]:
+        with ctx.sessions() as session:
+            return [lane.as_dict() for lane in views.lanes(ctx, session)]
+
+    gap = ctx.settings.min_interval_s + ctx.settings.guard_s
     if args.json:
-        _print_json(data)
-        return 0
-    if not data:
-        print("no requests waiting")
-    for lane in data:
-        print(f"user {lane['userId']}  next slot {lane['nextSlotAt']}")
-        for i in lane["items"]:
-            eta = i["estimatedDispatchAt"]
-            print(f"  {i['position']:>3}. {i['id']}  project {i['projectId']} "
-                  f"upload {i['uploadId']}  {i['state']:8} ~{eta}")  # fmt: skip
+        _print_json(lanes())
+    elif args.watch:
+        return cli_view.watch(lambda: cli_view.lanes_view(lanes(), gap))
+    else:
+        cli_view.console().print(cli_view.lanes_view(lanes(), gap))
     return 0
 
 
@@ -138,7 +132,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel a waiting request."""
     from worker import distributions
 
-    req = distributions.cancel(_ctx(), args.id)
+    ctx = _ctx()
+    req = distributions.cancel(ctx, _full_id(ctx, args.id))
     print(f"{req.id} {req.state}")
     return 0
 
@@ -147,9 +142,17 @@ def cmd_retry(args: argparse.Namespace) -> int:
     """Put a failed or dead request back in line."""
     from worker import distributions
 
-    req = distributions.retry(_ctx(), args.id)
+    ctx = _ctx()
+    req = distributions.retry(ctx, _full_id(ctx, args.id))
     print(f"{req.id} {req.state}")
     return 0
+
+
+def _full_id(ctx: Any, given: str) -> str:
+    from worker.cli_view import resolve_id
+
+    with ctx.sessions() as session:
+        return resolve_id(session, given)
 
 
 def _stack(name: str) -> Handler:
@@ -199,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp = add("lanes", cmd_lanes, "Show every user's lane.")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
     for name, fn in (("cancel", cmd_cancel), ("retry", cmd_retry)):
         add(name, fn, (fn.__doc__ or "").strip()).add_argument("id")
     _add_stack_commands(add)
@@ -219,6 +223,10 @@ def one_line(exc: Exception) -> str:
     """A one-line reason; settings errors name the setting but never echo its value."""
     from pydantic import ValidationError as SettingsInvalid
 
+    from worker.firstrun import UNMIGRATED, unmigrated
+
+    if unmigrated(exc):
+        return UNMIGRATED
     if isinstance(exc, SettingsInvalid):
         problems = "; ".join(
             f"SPDIST_{str(e['loc'][0]).upper()}{''.join(f'[{x}]' for x in e['loc'][1:])}: "

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from worker.redis_url import sync_client, with_db
-from worker.stack import PY, Stack, ensure_redis, ports, start_services
+from worker.stack import PY, Stack, ensure_redis, ports, ports_free, start_services
 
 INTERVAL_S = 3.0
 TOKEN, HOOK = "demo-token", "demo-hook"
@@ -75,6 +75,8 @@ def run(folder: Path) -> int:
     _flush(redis_url, master)
     upgrade(env["SPDIST_DATABASE_URL"])
     (folder / "keys.json").write_text(json.dumps(KEYS))
+    if not ports_free(stack, api_port, flower_port):
+        return 1
     hook_url = f"http://127.0.0.1:{api_port}/v1/webhooks/streampixel/{HOOK}"
     stack.start("fake", [PY, "-m", "worker.fake_streampixel", "--port", str(fake_port),
                          "--interval", str(INTERVAL_S), "--keys-file", str(folder / "keys.json"),
@@ -133,8 +135,10 @@ def _hints(stack: Stack, env: dict[str, str], api_port: int, flower_port: int) -
     for line in (
         f"demo: interval {INTERVAL_S:g} s per user; users {', '.join(USERS)}",
         f"demo: API http://127.0.0.1:{api_port}/docs (token {TOKEN}) · "
-        f"Flower http://127.0.0.1:{flower_port}",
-        f"demo: in another shell: SPDIST_DATABASE_URL={db} SPDIST_REDIS_URL={rurl} spdist lanes",
+        f"console http://127.0.0.1:{api_port}/ui/ · Flower http://127.0.0.1:{flower_port}",
+        f"demo: in another shell: SPDIST_DATABASE_URL={db} SPDIST_REDIS_URL={rurl} "
+        f"SPDIST_MIN_INTERVAL_S={env['SPDIST_MIN_INTERVAL_S']} "
+        f"SPDIST_PACER_GUARD_S={env['SPDIST_PACER_GUARD_S']} ./dev spdist lanes --watch",
         f"demo: curl -H 'Authorization: Bearer {TOKEN}' "
         f"http://127.0.0.1:{api_port}/v1/users/{USERS[0]}/lane",
         "demo: Ctrl-C stops everything",

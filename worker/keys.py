@@ -28,3 +28,8 @@ def lane_keys(user_id: str) -> list[str]:
 def reconcile_turn() -> str:
     """Held for most of a reconcile period by the pass that runs: later messages skip."""
     return f"{PREFIX}:reconcile:turn"
+
+
+def reconcile_last() -> str:
+    """When the last reconcile pass ran (Redis clock, microseconds): the scheduler's heartbeat."""
+    return f"{PREFIX}:reconcile:last"

@@ -205,6 +205,16 @@ def ports() -> tuple[int, int]:
             int(os.environ.get("SPDIST_FLOWER_PORT", "5555")))  # fmt: skip
 
 
+def ports_free(stack: Stack, api_port: int, flower_port: int) -> bool:
+    """Say which port is taken, before anything starts (and before any "up" banner)."""
+    from worker.firstrun import taken_ports
+
+    problems = taken_ports([(api_port, "SPDIST_API_PORT"), (flower_port, "SPDIST_FLOWER_PORT")])
+    for line in problems:
+        stack.say("spdist", line)
+    return not problems
+
+
 def start_services(stack: Stack, api_port: int, flower_port: int) -> None:
     """API, one worker, the scheduler and Flower."""
     stack.spdist("api", "api", "--host", "127.0.0.1", "--port", str(api_port))
@@ -225,8 +235,15 @@ def up(args: argparse.Namespace) -> int:
     upgrade(settings.database_url)
     stack.say("spdist", f"database {_safe(settings.database_url)} is at the latest migration")
     api_port, flower_port = ports()
+    if not ports_free(stack, api_port, flower_port):
+        return 1
     start_services(stack, api_port, flower_port)
-    stack.say("spdist", f"API http://127.0.0.1:{api_port}/docs · Flower "
+    if not settings.api_keys and settings.api_keys_file is None:
+        from worker.firstrun import NO_API_KEY
+
+        stack.say("spdist", NO_API_KEY)
+    stack.say("spdist", f"API http://127.0.0.1:{api_port}/docs · console "
+                        f"http://127.0.0.1:{api_port}/ui/ · Flower "
                         f"http://127.0.0.1:{flower_port} · Ctrl-C stops everything")  # fmt: skip
     return stack.run()
 

@@ -11,7 +11,7 @@ from redis import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import dispatch as dispatch_mod
-from worker import keys
+from worker import keys, reports
 from worker import reconcile as reconcile_mod
 from worker.celery_app import app
 from worker.context import Context, get_context
@@ -25,8 +25,9 @@ RETRY_S = 2.0
 
 
 # Strategy: ETAs are read on the Redis clock (the pacer's), not this host's (worker/clock.py).
+# throws: a failed call is an expected end, logged in one line (worker/reports.py).
 @app.task(name="spdist.dispatch", bind=True, max_retries=None, acks_late=True,
-          Strategy="worker.clock:strategy")  # fmt: skip
+          Strategy="worker.clock:strategy", throws=(reports.CallFailed,))  # fmt: skip
 def dispatch(
     self: Task,
     request_id: str,
@@ -41,12 +42,13 @@ def dispatch(
                   request_id, due_us)  # fmt: skip
         return "malformed"
     try:
-        return dispatch_mod.dispatch(get_context(), request_id, due_us=due_us, user_id=user_id)
+        word = dispatch_mod.dispatch(get_context(), request_id, due_us=due_us, user_id=user_id)
     except (PacerUnavailable, SQLAlchemyError) as exc:
         log.warning("dispatch of %s postponed: %s", request_id, exc)
         # If Redis is down this retry is lost too; SQL still holds the request and the
         # reconciler sends it again.
         raise self.retry(exc=exc, eta=retry_eta(get_context(), RETRY_S)) from exc
+    return reports.report(get_context(), request_id, word)  # raises for Flower: no new message
 
 
 def retry_eta(ctx: Context, seconds: float) -> datetime:
@@ -59,14 +61,27 @@ def retry_eta(ctx: Context, seconds: float) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
-@app.task(name="spdist.reconcile", acks_late=False)
+# send_events=False: a tick a second would bury the dispatches in Flower (beat, which sends
+# only these, sends no task-sent event either: worker/cli.py).
+@app.task(name="spdist.reconcile", acks_late=False, send_events=False)
 def reconcile() -> dict[str, int]:
     """Send what SQL says is due but no message carries; one pass per period, however many
     reconcile messages arrive (two beats by mistake, a backlog after the workers were down)."""
     ctx = get_context()
     if not _take_turn(ctx):
         return {"skipped": 1}
-    return reconcile_mod.reconcile(ctx)
+    counts = reconcile_mod.reconcile(ctx)
+    _heartbeat(ctx)
+    return counts
+
+
+def _heartbeat(ctx: Context) -> None:
+    """Record the pass for `spdist_reconcile_last_run_timestamp_seconds` (the alert on a
+    scheduler that stopped)."""
+    try:
+        ctx.pacer.redis.set(keys.reconcile_last(), ctx.pacer.now_us())
+    except (RedisError, PacerUnavailable) as exc:
+        log.info("reconcile heartbeat not written: %s", type(exc).__name__)
 
 
 def _take_turn(ctx: Context) -> bool:

@@ -245,3 +245,12 @@ def describe_one(ctx: Context, session: Session, req: DistributionRequest) -> di
     if req.state == State.QUEUED and req.next_attempt_at is None:
         return distribution_dict(req, queued_item(ctx, session, req))
     return describe(ctx, session, req)
+
+
+def places(ctx: Context, session: Session, rows: list[DistributionRequest]) -> dict[str, LaneItem]:
+    """The lane place of each waiting request in `rows`: one lane read per user on the page."""
+    users = {r.user_id for r in rows if r.state in WAITING}
+    found: dict[str, LaneItem] = {}
+    for user_id in sorted(users):
+        found.update((i.request.id, i) for i in lane(ctx, session, user_id).items)
+    return {r.id: found[r.id] for r in rows if r.id in found}

@@ -74,6 +74,7 @@ async def create(
 
 @router.get("", response_model=DistributionPage, responses=ERRORS)
 def list_(
+    ctx: CtxDep,
     session: SessionDep,
     userId: Hex24 | None = None,
     projectId: Hex24 | None = None,
@@ -90,7 +91,8 @@ def list_(
         limit=limit,
         cursor=cursor,
     )
-    items = [views.distribution_dict(r, attempts=False) for r in rows]
+    placed = views.places(ctx, session, rows)
+    items = [views.distribution_dict(r, placed.get(r.id), attempts=False) for r in rows]
     return {"items": items, "nextCursor": next_cursor}
 
 

@@ -53,5 +53,8 @@ def _check(probe: object) -> str:
 def metrics(ctx: CtxDep) -> Response:
     """Prometheus text, computed from SQL (and the pacer) at scrape time."""
     from api.metrics import registry_for
+    from api.metrics_ops import OpsCollector
 
-    return Response(generate_latest(registry_for(ctx)), media_type=CONTENT_TYPE_LATEST)
+    registry = registry_for(ctx)
+    registry.register(OpsCollector(ctx))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
