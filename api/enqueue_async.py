@@ -32,7 +32,7 @@ from redis import RedisError
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from worker import keys, ledger
+from worker import backpressure, keys, ledger
 from worker.context import Context
 from worker.distributions import NewDistribution, member, new_values, score, stored
 from worker.errors import PacerUnavailable
@@ -93,6 +93,9 @@ class AsyncEnqueue:
 
     async def enqueue(self, new: NewDistribution) -> Enqueued:
         """Store `new` and put it in its lane, with whatever else is waiting."""
+        waiting = await self.count_waiting(new.user_id)
+        if waiting >= self.ctx.settings.max_waiting_per_user:  # refused: Redis read in a thread
+            await run_in_threadpool(backpressure.check, self.ctx, new.user_id, waiting)
         done: asyncio.Future[Enqueued] = asyncio.get_running_loop().create_future()
         self._waiting.append((new_values(new), done))
         if len(self._flushes) < MAX_FLUSHES:
@@ -101,6 +104,14 @@ class AsyncEnqueue:
             task.add_done_callback(self._flushes.discard)
         # Not cancelled with the request: a client that hangs up still has its request stored.
         return await asyncio.shield(done)
+
+    async def count_waiting(self, user_id: str) -> int:
+        """The user's waiting requests (SPDIST_MAX_WAITING_PER_USER), read on the loop."""
+        statement = backpressure.COUNT_WAITING_DIRECT
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(statement.sql, statement.values({"uid": user_id}))
+            row = await cur.fetchone()
+        return int(row[0] or 0) if row is not None else 0
 
     async def _flush(self) -> None:
         while self._waiting:
