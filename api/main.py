@@ -18,8 +18,10 @@ import anyio.to_thread
 import psycopg
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.edge import AuthFirst
@@ -134,6 +136,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         detail = f"{first['field']}: {first['message']}"
         return _problem(422, detail, field=first["field"], errors=errors)
+
+    # FastAPI answers a body it cannot decode (not UTF-8) with a bare 400; it is invalid
+    # input like any other, so it gets the 422 and the error shape.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            return _problem(422, "body: not valid JSON", field="body")
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(ValidationError)
     async def refused(_: Request, exc: ValidationError) -> JSONResponse:
