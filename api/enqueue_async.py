@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ MAX_FLUSHES = 2  # batches in flight at once: one stored while the next one fill
 PLAN_EACH_TIME = "-c plan_cache_mode=force_custom_plan"
 
 Enqueued = tuple[DistributionRequest, Placed | None]
+Waiting = tuple[dict[str, Any], "asyncio.Future[Enqueued]"]
 Stored = tuple[DistributionRequest, str | None]  # the request, the lane member it replaced
 
 
@@ -70,7 +72,8 @@ class AsyncEnqueue:
             ctx.settings.redis_url, socket_timeout=5, socket_connect_timeout=5
         )
         self.wake = self.redis.register_script(ctx.pacer.wake_source)
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[Enqueued]]] = []
+        self._waiting: list[Waiting] = []
+        self._admitted: Counter[str] = Counter()  # users' requests in a batch being stored
         self._flushes: set[asyncio.Task[None]] = set()
         self._sends: set[asyncio.Task[None]] = set()
         self.batches = 0  # batches stored, for tests and curiosity
@@ -93,9 +96,6 @@ class AsyncEnqueue:
 
     async def enqueue(self, new: NewDistribution) -> Enqueued:
         """Store `new` and put it in its lane, with whatever else is waiting."""
-        waiting = await self.count_waiting(new.user_id)
-        if waiting >= self.ctx.settings.max_waiting_per_user:  # refused: Redis read in a thread
-            await run_in_threadpool(backpressure.check, self.ctx, new.user_id, waiting)
         done: asyncio.Future[Enqueued] = asyncio.get_running_loop().create_future()
         self._waiting.append((new_values(new), done))
         if len(self._flushes) < MAX_FLUSHES:
@@ -105,20 +105,47 @@ class AsyncEnqueue:
         # Not cancelled with the request: a client that hangs up still has its request stored.
         return await asyncio.shield(done)
 
-    async def count_waiting(self, user_id: str) -> int:
-        """The user's waiting requests (SPDIST_MAX_WAITING_PER_USER), read on the loop."""
-        statement = backpressure.COUNT_WAITING_DIRECT
+    async def _within_cap(self, batch: list[Waiting]) -> list[Waiting]:
+        """Answer TooManyWaiting to the requests past SPDIST_MAX_WAITING_PER_USER (one count
+        for the whole batch); the others, to be stored."""
+        counts = await self._count_waiting(sorted({values["user_id"] for values, _ in batch}))
+        cap, kept = self.ctx.settings.max_waiting_per_user, []
+        for values, done in batch:
+            # The other batch in flight is not in SQL yet: its admitted requests count too.
+            user = values["user_id"]
+            waiting = counts.get(user, 0) + self._admitted[user]
+            if waiting >= cap:  # the Retry-After reads the pacer (sync Redis): a thread
+                refusal = await run_in_threadpool(backpressure.refusal, self.ctx, user, waiting)
+                done.set_exception(refusal)
+                continue
+            counts[user] = counts.get(user, 0) + 1
+            kept.append((values, done))
+        self._admitted.update(values["user_id"] for values, _ in kept)
+        return kept
+
+    def _done_with(self, batch: list[Waiting]) -> None:
+        """The batch is stored (or refused): SQL counts its requests from now on."""
+        self._admitted.subtract(values["user_id"] for values, _ in batch)
+        self._admitted = +self._admitted  # drop the zeros
+
+    async def _count_waiting(self, user_ids: list[str]) -> dict[str, int]:
+        statement = backpressure.COUNT_WAITING_BY_USER_DIRECT
         async with self.pool.connection() as conn:
-            cur = await conn.execute(statement.sql, statement.values({"uid": user_id}))
-            row = await cur.fetchone()
-        return int(row[0] or 0) if row is not None else 0
+            cur = await conn.execute(statement.sql, statement.values({"uids": user_ids}))
+            return {str(row[0]): int(row[1]) for row in await cur.fetchall()}
 
     async def _flush(self) -> None:
         while self._waiting:
             batch = self._waiting[:MAX_BATCH]
             del self._waiting[:MAX_BATCH]
             try:
-                results = await self._store([values for values, _ in batch])
+                batch = await self._within_cap(batch)
+                if not batch:
+                    continue
+                try:
+                    results = await self._store([values for values, _ in batch])
+                finally:
+                    self._done_with(batch)
                 placed = await self._publish([r for r in results if not isinstance(r, Exception)])
             except Exception as exc:  # noqa: BLE001 - each caller gets it as its answer
                 results, placed = [exc] * len(batch), []

@@ -125,7 +125,7 @@ CASES += (
            "    return True\n"),)),
     Case("back-pressure", "the waiting cap",
          f"{UNIT}/test_edge_cases.py::test_back_pressure_past_the_cap",
-         (("worker/backpressure.py", "    if waiting < cap:\n", "    if True:\n"),)),
+         (("worker/backpressure.py", "    if waiting < ctx.settings.max_waiting_per_user:\n", "    if True:\n"),)),
     Case("auth before the body", "the `AuthFirst` middleware",
          f"{UNIT}/test_edge_cases.py::test_auth_comes_before_the_body",
          (("api/main.py", "    app.add_middleware(AuthFirst)", "    pass"),)),

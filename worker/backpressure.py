@@ -8,6 +8,8 @@ caller that queues more than the cap is told how long until the lane is back und
 from __future__ import annotations
 
 import math
+import threading
+from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
@@ -24,7 +26,23 @@ COUNT_WAITING = (
     .select_from(ledger.REQUESTS)
     .where(R.user_id == bindparam("uid"), ledger.waiting(R.state))
 )
-COUNT_WAITING_DIRECT = ledger.Direct(COUNT_WAITING)
+# The API's batched enqueue (PostgreSQL): the waiting of every user of a batch at once.
+COUNT_WAITING_BY_USER = (
+    select(R.user_id, func.count())
+    .where(R.user_id == func.any(bindparam("uids")), ledger.waiting(R.state))
+    .group_by(R.user_id)
+)
+COUNT_WAITING_BY_USER_DIRECT = ledger.Direct(COUNT_WAITING_BY_USER)
+
+
+_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def lane_lock(user_id: str) -> threading.Lock:
+    """This process's lock on a user's count-then-insert (PostgreSQL autocommits each
+    statement, so two threads could both count one under the cap). SQLite's write
+    transaction serializes them already; across API processes the cap is a soft one."""
+    return _LOCKS[user_id]
 
 
 def count_waiting(conn: Connection, user_id: str) -> int:
@@ -34,11 +52,16 @@ def count_waiting(conn: Connection, user_id: str) -> int:
 
 def check(ctx: Context, user_id: str, waiting: int) -> None:
     """TooManyWaiting when `waiting` is at the cap, with the wait until it is under it."""
-    cap = ctx.settings.max_waiting_per_user
-    if waiting < cap:
+    if waiting < ctx.settings.max_waiting_per_user:
         return
+    raise refusal(ctx, user_id, waiting)
+
+
+def refusal(ctx: Context, user_id: str, waiting: int) -> TooManyWaiting:
+    """The error for a user with `waiting` requests at or past the cap."""
+    cap = ctx.settings.max_waiting_per_user
     retry_after = retry_after_s(ctx, user_id, waiting - cap + 1)
-    raise TooManyWaiting(
+    return TooManyWaiting(
         f"userId {user_id} has {waiting} requests waiting, the limit "
         f"(SPDIST_MAX_WAITING_PER_USER={cap}); try again in {retry_after} s",
         retry_after_s=retry_after,

@@ -115,12 +115,13 @@ def enqueue_placed(
     engine = autocommit_engine(ctx.sessions.kw["bind"])
     with engine.connect() as conn:  # Core: a third of an ORM unit of work
         if ledger.one_statement(conn):  # one statement, autocommitted: one round trip
-            _check_room(ctx, conn, new)
-            old = None
-            if new.coalesce:
-                old = ledger.supersede_and_insert(conn, values)
-            else:
-                ledger.insert_request(conn, values)
+            with backpressure.lane_lock(new.user_id):  # the count and the insert, together
+                _check_room(ctx, conn, new)
+                old = None
+                if new.coalesce:
+                    old = ledger.supersede_and_insert(conn, values)
+                else:
+                    ledger.insert_request(conn, values)
         else:
             with conn.begin():
                 _check_room(ctx, conn, new)
