@@ -213,3 +213,19 @@ def test_flower_binds_loopback_and_warns_without_auth(
         get_settings.cache_clear()
     assert "--address=127.0.0.1" in started[0]
     assert "no authentication" in capsys.readouterr().err
+
+
+def test_the_cli_records_its_name(
+    api: Api, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import text
+
+    monkeypatch.setattr(cli, "_ctx", lambda: api.ctx)
+    monkeypatch.setattr(cli, "_check_start", lambda command: None)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["enqueue", "--user", USER, "--project", PROJECT, "--upload", UPLOAD])
+    assert done.value.code == 0
+    rid = capsys.readouterr().out.strip()
+    with api.ctx.sessions() as session:
+        sql = "SELECT created_by FROM distribution_requests WHERE id = :id"
+        assert session.execute(text(sql), {"id": rid}).scalar() == callers.CLI
