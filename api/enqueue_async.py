@@ -74,6 +74,7 @@ class AsyncEnqueue:
         self.wake = self.redis.register_script(ctx.pacer.wake_source)
         self._waiting: list[Waiting] = []
         self._admitted: Counter[str] = Counter()  # users' requests in a batch being stored
+        self._cap_lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self._sends: set[asyncio.Task[None]] = set()
         self.batches = 0  # batches stored, for tests and curiosity
@@ -107,20 +108,28 @@ class AsyncEnqueue:
 
     async def _within_cap(self, batch: list[Waiting]) -> list[Waiting]:
         """Answer TooManyWaiting to the requests past SPDIST_MAX_WAITING_PER_USER (one count
-        for the whole batch); the others, to be stored."""
-        counts = await self._count_waiting(sorted({values["user_id"] for values, _ in batch}))
-        cap, kept = self.ctx.settings.max_waiting_per_user, []
-        for values, done in batch:
-            # The other batch in flight is not in SQL yet: its admitted requests count too.
-            user = values["user_id"]
-            waiting = counts.get(user, 0) + self._admitted[user]
-            if waiting >= cap:  # the Retry-After reads the pacer (sync Redis): a thread
-                refusal = await run_in_threadpool(backpressure.refusal, self.ctx, user, waiting)
-                done.set_exception(refusal)
-                continue
-            counts[user] = counts.get(user, 0) + 1
-            kept.append((values, done))
-        self._admitted.update(values["user_id"] for values, _ in kept)
+        for the whole batch); the others, to be stored.
+
+        The other batch in flight is not in SQL yet, so its admitted requests count too; the
+        count and the admission are one step (a lock), or two batches could each see room for
+        the same last place. A batch committed meanwhile is counted twice: a refusal near the
+        cap, never a request past it."""
+        cap, kept, refused = self.ctx.settings.max_waiting_per_user, [], []
+        async with self._cap_lock:
+            admitted = Counter(self._admitted)
+            counts = await self._count_waiting(sorted({v["user_id"] for v, _ in batch}))
+            for values, done in batch:
+                user = values["user_id"]
+                waiting = counts.get(user, 0) + admitted[user]
+                if waiting >= cap:
+                    refused.append((user, waiting, done))
+                    continue
+                counts[user] = counts.get(user, 0) + 1
+                kept.append((values, done))
+            self._admitted.update(values["user_id"] for values, _ in kept)
+        for user, waiting, done in refused:  # the Retry-After reads the pacer (sync Redis)
+            refusal = await run_in_threadpool(backpressure.refusal, self.ctx, user, waiting)
+            done.set_exception(refusal)
         return kept
 
     def _done_with(self, batch: list[Waiting]) -> None:
