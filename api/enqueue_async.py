@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from redis import RedisError
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from worker import keys, ledger
+from worker import backpressure, keys, ledger
 from worker.context import Context, make_async_redis
 from worker.distributions import NewDistribution, member, new_values, score, stored
 from worker.errors import PacerUnavailable
@@ -49,6 +50,7 @@ MAX_FLUSHES = 2  # batches in flight at once: one stored while the next one fill
 PLAN_EACH_TIME = "-c plan_cache_mode=force_custom_plan"
 
 Enqueued = tuple[DistributionRequest, Placed | None]
+Waiting = tuple[dict[str, Any], "asyncio.Future[Enqueued]"]
 Stored = tuple[DistributionRequest, str | None]  # the request, the lane member it replaced
 
 
@@ -67,7 +69,9 @@ class AsyncEnqueue:
         )
         self.redis = make_async_redis(ctx.settings.redis_url, ctx.settings.redis_master_name)
         self.wake = self.redis.register_script(ctx.pacer.wake_source)
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[Enqueued]]] = []
+        self._waiting: list[Waiting] = []
+        self._admitted: Counter[str] = Counter()  # users' requests in a batch being stored
+        self._cap_lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self._sends: set[asyncio.Task[None]] = set()
         self.batches = 0  # batches stored, for tests and curiosity
@@ -99,12 +103,55 @@ class AsyncEnqueue:
         # Not cancelled with the request: a client that hangs up still has its request stored.
         return await asyncio.shield(done)
 
+    async def _within_cap(self, batch: list[Waiting]) -> list[Waiting]:
+        """Answer TooManyWaiting to the requests past SPDIST_MAX_WAITING_PER_USER (one count
+        for the whole batch); the others, to be stored.
+
+        The other batch in flight is not in SQL yet, so its admitted requests count too; the
+        count and the admission are one step (a lock), or two batches could each see room for
+        the same last place. A batch committed meanwhile is counted twice: a refusal near the
+        cap, never a request past it."""
+        cap, kept, refused = self.ctx.settings.max_waiting_per_user, [], []
+        async with self._cap_lock:
+            admitted = Counter(self._admitted)
+            counts = await self._count_waiting(sorted({v["user_id"] for v, _ in batch}))
+            for values, done in batch:
+                user = values["user_id"]
+                waiting = counts.get(user, 0) + admitted[user]
+                if waiting >= cap:
+                    refused.append((user, waiting, done))
+                    continue
+                counts[user] = counts.get(user, 0) + 1
+                kept.append((values, done))
+            self._admitted.update(values["user_id"] for values, _ in kept)
+        for user, waiting, done in refused:  # the Retry-After reads the pacer (sync Redis)
+            refusal = await run_in_threadpool(backpressure.refusal, self.ctx, user, waiting)
+            done.set_exception(refusal)
+        return kept
+
+    def _done_with(self, batch: list[Waiting]) -> None:
+        """The batch is stored (or refused): SQL counts its requests from now on."""
+        self._admitted.subtract(values["user_id"] for values, _ in batch)
+        self._admitted = +self._admitted  # drop the zeros
+
+    async def _count_waiting(self, user_ids: list[str]) -> dict[str, int]:
+        statement = backpressure.COUNT_WAITING_BY_USER_DIRECT
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(statement.sql, statement.values({"uids": user_ids}))
+            return {str(row[0]): int(row[1]) for row in await cur.fetchall()}
+
     async def _flush(self) -> None:
         while self._waiting:
             batch = self._waiting[:MAX_BATCH]
             del self._waiting[:MAX_BATCH]
             try:
-                results = await self._store([values for values, _ in batch])
+                batch = await self._within_cap(batch)
+                if not batch:
+                    continue
+                try:
+                    results = await self._store([values for values, _ in batch])
+                finally:
+                    self._done_with(batch)
                 placed = await self._publish([r for r in results if not isinstance(r, Exception)])
             except Exception as exc:  # noqa: BLE001 - each caller gets it as its answer
                 results, placed = [exc] * len(batch), []

@@ -18,17 +18,27 @@ import anyio.to_thread
 import psycopg
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import docs
+from api.edge import AuthFirst
 from api.enqueue_async import AsyncEnqueue
 from api.routes import distributions, health, ui, users, webhooks
 from worker import firstrun
 from worker import webhooks as webhook_service
 from worker.context import Context, get_context
-from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
+from worker.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PacerUnavailable,
+    TooManyWaiting,
+    ValidationError,
+)
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +69,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The routes are sync and spend most of their time waiting on SQL and Redis; past a
     # few threads per core, more threads only fight over the GIL (anyio's default is 40).
     ctx: Context | None = app.state.ctx
+    _say_start_problems(ctx.settings if ctx else get_settings())
     threads = (ctx.settings if ctx else get_settings()).api_threads
     anyio.to_thread.current_default_thread_limiter().total_tokens = threads
     # A thread back from SQL or Redis waits for the GIL until the running thread gives it
@@ -80,6 +91,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if fast is not None:
             await fast.close()
         sys.setswitchinterval(previous)
+
+
+def _say_start_problems(settings: Any) -> None:
+    """Refuse to start on a bad SPDIST_API_TOKENS; warn, once, of what will surprise."""
+    errors, warnings = settings.start_problems()
+    for warning in warnings:
+        log.warning("%s", warning)
+    if errors:
+        raise RuntimeError("; ".join(errors))
 
 
 def _on_postgres(ctx: Context | None) -> bool:
@@ -107,6 +127,7 @@ def create_app(
     docs.install(app)
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(AuthFirst)  # the outermost: no body is read for an unknown caller
     return app
 
 
@@ -122,6 +143,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         detail = f"{first['field']}: {first['message']}"
         return _problem(422, detail, field=first["field"], errors=errors)
 
+    # FastAPI answers a body it cannot decode (not UTF-8) with a bare 400; it is invalid
+    # input like any other, so it gets the 422 and the error shape.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            return _problem(422, "body: not valid JSON", field="body")
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(ValidationError)
     async def refused(_: Request, exc: ValidationError) -> JSONResponse:
         field = exc.field or "body"
@@ -131,6 +160,23 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return _problem(404, str(exc))
+
+    @app.exception_handler(ForbiddenError)
+    async def forbidden(_: Request, exc: ForbiddenError) -> JSONResponse:
+        return _problem(403, str(exc))
+
+    @app.exception_handler(TooManyWaiting)
+    async def too_many(_: Request, exc: TooManyWaiting) -> JSONResponse:
+        answer = _problem(429, str(exc), field="userId")
+        answer.headers["Retry-After"] = str(exc.retry_after_s)
+        return answer
+
+    # Defence in depth: a value SQL cannot take (validation should have refused it) is
+    # the caller's error, not ours.
+    @app.exception_handler(sqlalchemy.exc.DataError)
+    async def bad_data(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("answered 422, SQL refused a value: %s", type(exc).__name__)
+        return _problem(422, "body: a value cannot be stored", field="body")
 
     @app.exception_handler(ConflictError)
     async def conflict(_: Request, exc: ConflictError) -> JSONResponse:

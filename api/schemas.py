@@ -46,6 +46,7 @@ class Distribution(BaseModel):
     projectId: str
     uploadId: str
     priority: int
+    createdBy: str
     state: StateName
     createdAt: str
     updatedAt: str
@@ -87,7 +88,9 @@ class Lane(BaseModel):
 
     userId: str
     nextSlotAt: str
+    waiting: int
     items: list[LaneEntry]
+    nextCursor: str | None
 
 
 class WebhookIn(BaseModel):

@@ -155,6 +155,57 @@ CASES = (
          (("worker/stack.py", "    if not ports_free(stack, api_port, flower_port):\n        return 1\n", ""),)),
 )  # fmt: skip
 
+# Issue 12: webhooks, callers, back-pressure and the edge (unit and integration tests).
+UNIT, INTEG = "tests/unit", "tests/integration"
+CASES += (
+    Case("webhook during the call", "waiting for the call in flight (`_in_flight`)",
+         f"{UNIT}/test_webhook_timing.py::test_distributing_during_the_call_confirms_it",
+         (("worker/webhooks.py", "    if ev.event in ACTIONS and ev.upload_id and _in_flight(ctx, ev):\n",
+           "    if False:\n"),)),
+    Case("webhook after the outcome", "the dispatch's `after_outcome` call",
+         f"{UNIT}/test_webhook_timing.py::test_distributing_during_the_call_confirms_it",
+         (("worker/dispatch.py", "        webhooks.after_outcome(ctx, req.upload_id)\n", "        pass\n"),)),
+    Case("each distribution confirmed", "dedupe on the payload (back to (uploadId, event))",
+         f"{INTEG}/test_webhook_events.py::test_each_distribution_gets_its_own_confirmation",
+         (("worker/webhooks.py", "        dedupe_key=payload_digest(payload),\n",
+           '        dedupe_key=f"{upload_id}:{event}" if upload_id else None,\n'),)),
+    Case("rejected during a 200", "failing the request that was in flight",
+         f"{UNIT}/test_webhook_timing.py::test_rejected_during_a_triggered_call_ends_it_failed",
+         (("worker/webhooks.py", "DistributionRequest.state.in_(WAITING) | in_flight", "DistributionRequest.state.in_(WAITING)"),)),
+    Case("idempotency key per caller", "`created_by` in the key lookup",
+         f"{UNIT}/test_edge_cases.py::test_idempotency_key_belongs_to_its_caller",
+         (("worker/distributions.py", "            DistributionRequest.created_by == created_by,\n", ""),)),
+    Case("auto-distribution's keys", "spdist's own caller name for auto-distribution",
+         f"{INTEG}/test_webhook_events.py::test_no_caller_can_take_auto_distributions_key",
+         (("worker/webhooks.py", "created_by=callers.AUTO)", 'created_by="ci")'),)),
+    Case("cancel/retry permission", "`may_act` (anyone may act)",
+         f"{UNIT}/test_edge_cases.py::test_only_the_creator_or_an_operator_may_act",
+         (("worker/callers.py", "    return caller is None or caller == created_by or caller in set(operators)\n",
+           "    return True\n"),)),
+    Case("back-pressure", "the waiting cap",
+         f"{UNIT}/test_edge_cases.py::test_back_pressure_past_the_cap",
+         (("worker/backpressure.py", "    if waiting < ctx.settings.max_waiting_per_user:\n", "    if True:\n"),)),
+    Case("auth before the body", "the `AuthFirst` middleware",
+         f"{UNIT}/test_edge_cases.py::test_auth_comes_before_the_body",
+         (("api/main.py", "    app.add_middleware(AuthFirst)", "    pass"),)),
+    Case("one validator", "the strict boolean (back to `bool(value)`)",
+         f"{UNIT}/test_edge_cases.py::test_one_verdict_for_the_api_the_task_and_the_cli",
+         (("worker/validation.py", "    if not isinstance(value, bool):\n", "    if False:\n"),)),
+    Case("zone-less cursor", "the cursor's zone and id check",
+         f"{INTEG}/test_no_5xx.py",
+         (("worker/views.py", "        if at.tzinfo is None or not REQUEST_ID.fullmatch(request_id):\n",
+           "        if False:\n"),)),
+    Case("NUL in a webhook field", "the webhook payload's text check",
+         f"{INTEG}/test_no_5xx.py",
+         (("api/routes/webhooks.py", "    if bad is not None:\n", "    if False:\n"),)),
+    Case("request after a rejection", "`_still_rejected` after each recorded outcome",
+         f"{UNIT}/test_webhook_timing.py::test_a_request_after_the_rejection_stops_after_one_call",
+         (("worker/webhooks.py", "        _still_rejected(ctx, upload_id)\n", ""),)),
+    Case("NUL in a request id", "the request id check before SQL",
+         f"{INTEG}/test_no_5xx.py",
+         (("worker/distributions.py", "    validation.request_id(request_id)\n", ""),)),
+)  # fmt: skip
+
 
 def copy_tree(dest: Path) -> None:
     """The working tree as it is now (tracked and new files, not ignored ones)."""

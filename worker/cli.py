@@ -215,6 +215,7 @@ def _add_stack_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--port", type=int, default=8000)
     sp = add("flower", _stack("flower"), "Run Flower for this Celery app.")
     sp.add_argument("--port", type=int, default=5555)
+    sp.add_argument("--address", default=None, help="default SPDIST_FLOWER_ADDRESS or 127.0.0.1")
     add("up", _stack("up"), "Migrate, then run API, worker, scheduler and Flower.")
     add("demo", _stack("demo"), "The stack against a built-in fake Streampixel, with samples.")
 
@@ -234,7 +235,34 @@ def one_line(exc: Exception) -> str:
             for e in exc.errors(include_input=False, include_url=False)
         )
         return f"invalid configuration: {problems}"
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
+    return " ".join(f"{type(exc).__name__}: {_without_sql(exc)}".split())
+
+
+def _without_sql(exc: Exception) -> str:
+    """A database error's own first line, not SQLAlchemy's text with the statement in it."""
+    from sqlalchemy.exc import StatementError
+
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        return (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    return str(exc)
+
+
+SERVICES = ("api", "up", "worker", "beat", "flower", "enqueue")
+WANT_TOKENS = ("api", "up")
+
+
+def _check_start(command: str) -> None:
+    """Settings are read (and checked) before a service starts, not at its first use; say
+    what would surprise, on one line each."""
+    if command not in SERVICES:
+        return
+    from worker.settings import get_settings
+
+    errors, warnings = get_settings().start_problems()
+    if errors:
+        raise SpdistError("invalid configuration: " + "; ".join(errors))
+    for warning in warnings if command in WANT_TOKENS else ():
+        print(f"spdist {command}: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -244,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if getattr(args, "celery_args", None) and args.celery_args[0] == "--":
         args.celery_args = args.celery_args[1:]
     try:
+        _check_start(args.command)
         code = args.fn(args)
     except SpdistError as exc:
         print(f"spdist {args.command}: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ from datetime import timedelta
 from sqlalchemy import Connection, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import ledger, outcomes
+from worker import ledger, outcomes, webhooks
 from worker.context import Context
 from worker.db import autocommit_engine
 from worker.distributions import kick, member, score
@@ -141,6 +141,8 @@ def _dispatch_reserved(ctx: Context, conn: Connection, req: Snapshot, ticket: Ti
     plan = outcomes.plan(ctx.settings, req, answer, left_us)
     recorded = _record(ctx, conn, req, claimed, plan, fence_us)
     _settle(ctx, req, ticket, plan)
+    if recorded:  # webhook events that came during the call are acted on now (issue 12)
+        webhooks.after_outcome(ctx, req.upload_id)
     return plan.outcome if recorded else "lease-lost"
 
 

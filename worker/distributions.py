@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -14,15 +13,20 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from worker import ledger
+from worker import backpressure, callers, ledger, validation
 from worker.context import Context
 from worker.db import autocommit_engine
-from worker.errors import ConflictError, NotFoundError, PacerUnavailable, ValidationError
+from worker.errors import (
+    ConflictError,
+    NotFoundError,
+    PacerUnavailable,
+    TooManyWaiting,
+    ValidationError,
+)
 from worker.models import WAITING, DistributionRequest, State, new_id, utcnow
 from worker.pacer import Placed, lane_member
 
 log = logging.getLogger(__name__)
-HEX24 = re.compile(r"^[0-9a-fA-F]{24}$")
 
 
 @dataclass(frozen=True)
@@ -34,28 +38,29 @@ class NewDistribution:
     upload_id: str
     priority: int = 0
     coalesce: bool = True
+    created_by: str = callers.CLI
 
 
 def validate(
     ctx: Context,
-    user_id: str,
-    project_id: str,
-    upload_id: str,
-    priority: int = 0,
-    coalesce: bool = True,
+    user_id: object,
+    project_id: object,
+    upload_id: object,
+    priority: object = 0,
+    coalesce: object = True,
+    *,
+    created_by: str = callers.CLI,
 ) -> NewDistribution:
-    """Check ids and priority and that the user has a key; raises ValidationError."""
-    ids = {"userId": user_id, "projectId": project_id, "uploadId": upload_id}
-    for name, value in ids.items():
-        if not isinstance(value, str) or not HEX24.match(value):
-            raise ValidationError(f"{name} must be 24 hexadecimal characters", field=name)
-    if isinstance(priority, bool) or not isinstance(priority, int) or not -100 <= priority <= 100:
-        raise ValidationError("priority must be an integer from -100 to 100", field="priority")
-    if user_id.lower() not in ctx.keyring:
+    """Check ids, priority and coalesce (worker/validation.py) and that the user has a key;
+    raises ValidationError naming the field."""
+    user = validation.hex24("userId", user_id)
+    project = validation.hex24("projectId", project_id)
+    upload = validation.hex24("uploadId", upload_id)
+    rank = validation.priority(priority)
+    replace = validation.flag("coalesce", coalesce)
+    if user not in ctx.keyring:
         raise ValidationError("no API key is configured for this userId", field="userId")
-    return NewDistribution(
-        user_id.lower(), project_id.lower(), upload_id.lower(), priority, bool(coalesce)
-    )
+    return NewDistribution(user, project, upload, rank, replace, created_by)
 
 
 class LaneEntry(Protocol):
@@ -110,19 +115,27 @@ def enqueue_placed(
     engine = autocommit_engine(ctx.sessions.kw["bind"])
     with engine.connect() as conn:  # Core: a third of an ORM unit of work
         if ledger.one_statement(conn):  # one statement, autocommitted: one round trip
-            old = None
-            if new.coalesce:
-                old = ledger.supersede_and_insert(conn, values)
-            else:
-                ledger.insert_request(conn, values)
+            with backpressure.lane_lock(new.user_id):  # the count and the insert, together
+                _check_room(ctx, conn, new)
+                old = None
+                if new.coalesce:
+                    old = ledger.supersede_and_insert(conn, values)
+                else:
+                    ledger.insert_request(conn, values)
         else:
             with conn.begin():
+                _check_room(ctx, conn, new)
                 old = ledger.supersede(conn, values) if new.coalesce else None
                 if old is not None:
                     values["seq"] = old.seq
                 ledger.insert_request(conn, values)
     req, replaced = stored(values, old)
     return req, publish(ctx, req, replaces=replaced)
+
+
+def _check_room(ctx: Context, conn: Any, new: NewDistribution) -> None:
+    """TooManyWaiting when the user's lane holds SPDIST_MAX_WAITING_PER_USER already."""
+    backpressure.check(ctx, new.user_id, backpressure.count_waiting(conn, new.user_id))
 
 
 def new_values(
@@ -136,6 +149,7 @@ def new_values(
         "seq": time.time_ns() // 1000, "state": State.QUEUED, "created_at": now,
         "updated_at": now, "attempt_count": 0, "failures": 0,
         "idempotency_key": idempotency_key, "request_hash": request_hash,
+        "created_by": new.created_by,
     }  # fmt: skip
 
 
@@ -186,6 +200,7 @@ def kick(
 
 def get(session: Session, request_id: str) -> DistributionRequest:
     """One request with its attempts; raises NotFoundError."""
+    validation.request_id(request_id)
     req = session.get(
         DistributionRequest, request_id, options=[selectinload(DistributionRequest.attempts)]
     )
@@ -194,10 +209,16 @@ def get(session: Session, request_id: str) -> DistributionRequest:
     return req
 
 
-def cancel(ctx: Context, request_id: str) -> DistributionRequest:
+def authorize(ctx: Context, caller: str | None, req: DistributionRequest, action: str) -> None:
+    """ForbiddenError unless `caller` made `req` or is an operator (None: the CLI, trusted)."""
+    callers.authorize(caller, req.created_by, ctx.settings.operator_names, action)
+
+
+def cancel(ctx: Context, request_id: str, caller: str | None = None) -> DistributionRequest:
     """Cancel a waiting request; ConflictError once it is no longer waiting."""
     with ctx.sessions.begin() as session:
         req = get(session, request_id)
+        authorize(ctx, caller, req, "cancel")
         done = session.execute(
             update(DistributionRequest)
             .where(DistributionRequest.id == request_id, DistributionRequest.state.in_(WAITING))
@@ -213,10 +234,11 @@ def cancel(ctx: Context, request_id: str) -> DistributionRequest:
     return _reload(ctx, request_id)
 
 
-def retry(ctx: Context, request_id: str) -> DistributionRequest:
+def retry(ctx: Context, request_id: str, caller: str | None = None) -> DistributionRequest:
     """Put a failed or dead request back at the end of its lane."""
     with ctx.sessions.begin() as session:
         req = get(session, request_id)
+        authorize(ctx, caller, req, "retry")
         done = session.execute(
             update(DistributionRequest)
             .where(
@@ -251,7 +273,9 @@ def body_hash(new: NewDistribution) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-MESSAGE_FIELDS = {"userId", "projectId", "uploadId", "priority", "coalesce", "idempotencyKey"}
+MESSAGE_FIELDS = {
+    *("userId", "projectId", "uploadId", "priority", "coalesce", "idempotencyKey", "createdBy")
+}
 
 
 def enqueue_message(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
@@ -261,29 +285,52 @@ def enqueue_message(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     try:
         if unknown:
             raise ValidationError(f"unknown field {unknown[0]}", field=unknown[0])
-        new = validate(ctx, body.get("userId", ""), body.get("projectId", ""),
-                       body.get("uploadId", ""), body.get("priority", 0),
-                       body.get("coalesce", True))  # fmt: skip
+        new = validate(
+            ctx,
+            body.get("userId", ""),
+            body.get("projectId", ""),
+            body.get("uploadId", ""),
+            body.get("priority", 0),
+            body.get("coalesce", True),
+            created_by=_task_caller(body),
+        )
         key = body.get("idempotencyKey")
         if key is None:
             req = enqueue(ctx, new)
         else:
-            req, _, _ = enqueue_once(ctx, new, str(key), body_hash(new))
-    except (ValidationError, ConflictError) as exc:
+            key = validation.idempotency_key(key, field="idempotencyKey")
+            req, _, _ = enqueue_once(ctx, new, key, body_hash(new))
+    except (ValidationError, ConflictError, TooManyWaiting) as exc:
         log.error("spdist.enqueue refused %s: %s", _ids(body), exc)
         return {"error": str(exc), "field": getattr(exc, "field", None)}
     log.info("spdist.enqueue stored %s as %s", _ids(body), req.id)
     return {"id": req.id, "state": str(req.state)}
 
 
+def _task_caller(body: dict[str, Any]) -> str:
+    """The task's `createdBy` (a caller's name), else spdist's own name for the task."""
+    name = body.get("createdBy")
+    if name is None:
+        return callers.TASK
+    if not callers.valid_name(name):
+        message = "createdBy must be 1-64 of letters, digits, '._-'"
+        raise ValidationError(message, field="createdBy")
+    return str(name)
+
+
 def _ids(body: dict[str, Any]) -> str:
-    return " ".join(f"{k}={body.get(k)!r}" for k in ("userId", "projectId", "uploadId"))
+    return " ".join(f"{k}={str(body.get(k))[:40]!r}" for k in ("userId", "projectId", "uploadId"))
 
 
-def find_by_key(session: Session, idempotency_key: str) -> DistributionRequest | None:
-    """The request stored under this Idempotency-Key, if any."""
+def find_by_key(
+    session: Session, created_by: str, idempotency_key: str
+) -> DistributionRequest | None:
+    """The request this caller stored under this Idempotency-Key, if any."""
     return session.scalars(
-        select(DistributionRequest).where(DistributionRequest.idempotency_key == idempotency_key)
+        select(DistributionRequest).where(
+            DistributionRequest.created_by == created_by,
+            DistributionRequest.idempotency_key == idempotency_key,
+        )
     ).first()
 
 
@@ -298,7 +345,7 @@ def enqueue_once(
     """
     for _ in range(2):
         with ctx.sessions() as session:
-            earlier = find_by_key(session, idempotency_key)
+            earlier = find_by_key(session, new.created_by, idempotency_key)
         if earlier is not None:
             if earlier.request_hash != request_hash:
                 raise ConflictError("this Idempotency-Key was used with another request body")

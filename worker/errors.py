@@ -18,6 +18,8 @@ SpdistError
  ├── ValidationError             bad input from our own callers (bad ids etc.)
  ├── NotFoundError               no such distribution
  ├── ConflictError               the distribution's state forbids the change
+ ├── ForbiddenError              the caller may not act on another caller's request
+ ├── TooManyWaiting              the user's lane is full (SPDIST_MAX_WAITING_PER_USER)
  └── PacerUnavailable            the pacer could not reach Redis: fail closed
 ```
 
@@ -157,3 +159,15 @@ class ConflictError(SpdistError):
 
 class PacerUnavailable(SpdistError):
     """The pacer's Redis failed; callers must not call Streampixel (fail closed)."""
+
+
+class ForbiddenError(SpdistError):
+    """The caller is neither the request's creator nor an operator."""
+
+
+class TooManyWaiting(SpdistError):
+    """The user has SPDIST_MAX_WAITING_PER_USER requests waiting; try after `retry_after_s`."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -283,7 +283,7 @@ INSERT_REQUEST = insert(REQUESTS)
 # PostgreSQL: supersede and insert as ONE statement; the new row takes the old one's seq.
 NEW_REQUEST_COLUMNS = ("id", "user_id", "project_id", "upload_id", "priority", "coalesce",
                        "seq", "state", "created_at", "updated_at", "attempt_count",
-                       "failures", "idempotency_key", "request_hash")  # fmt: skip
+                       "failures", "idempotency_key", "request_hash", "created_by")  # fmt: skip
 _OLD = SUPERSEDE.cte("old")
 
 

@@ -106,7 +106,10 @@ class DistributionRequest(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_message: Mapped[str | None] = mapped_column(Text)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Who made the request: a caller's name (SPDIST_API_TOKENS) or one of spdist's own
+    # (worker/callers.py); an Idempotency-Key is unique per caller, not globally.
+    created_by: Mapped[str] = mapped_column(String(64), server_default="spdist:legacy")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     # Set when the request is in SQL but may not yet be in Redis (the outbox).
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -126,6 +129,7 @@ class DistributionRequest(Base):
         Index("ix_requests_upload", "upload_id"),
         Index("ix_requests_created", "created_at", "id"),
         Index("ix_requests_unpublished", "published_at"),
+        UniqueConstraint("created_by", "idempotency_key", name="uq_requests_caller_key"),
     )
 
 
@@ -171,7 +175,8 @@ class WebhookEvent(Base):
     upload_id: Mapped[str | None] = mapped_column(String(24))
     status: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, object]] = mapped_column(JSON)
-    # (uploadId, event): Streampixel gives no event id; duplicates are stored once.
+    # sha256 of the payload: Streampixel gives no event id, so only an identical delivery
+    # is a duplicate (rows before migration 0005 hold "uploadId:event").
     dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

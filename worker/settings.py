@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import threading
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -40,6 +41,8 @@ class Settings(BaseSettings):
     auto_distribute: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     flower_basic_auth: SecretStr | None = None
     api_threads: int = Field(8, ge=1)
+    operators: str = ""
+    max_waiting_per_user: int = Field(1000, ge=1)
 
     # Pacer tuning (not in INTERFACE.md; documented in the README).
     # The lead covers the claim's SQL and opening the connection (DNS, TCP, TLS).
@@ -80,6 +83,14 @@ class Settings(BaseSettings):
             )
         return value or None
 
+    @field_validator("streampixel_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
     @property
     def guard_s(self) -> float:
         """Margin added to every gap: covers network jitter between our send and the arrival."""
@@ -101,10 +112,34 @@ class Settings(BaseSettings):
 
     def token_list(self) -> list[str]:
         """The bearer tokens the HTTP API accepts."""
-        if self.api_tokens is None:
-            return []
-        raw = self.api_tokens.get_secret_value()
-        return [t.strip() for t in raw.split(",") if t.strip()]
+        return list(self.callers)
+
+    @cached_property
+    def callers(self) -> dict[str, str]:
+        """{token: caller name} from SPDIST_API_TOKENS; ValueError names a bad entry, never
+        its token (so it is checked here, not by a validator that would echo the input)."""
+        from worker.callers import parse_tokens
+
+        return parse_tokens(self.api_tokens.get_secret_value()) if self.api_tokens else {}
+
+    @cached_property
+    def operator_names(self) -> frozenset[str]:
+        """SPDIST_OPERATORS: callers that may act on every caller's requests."""
+        return frozenset(n.strip() for n in self.operators.split(",") if n.strip())
+
+    def start_problems(self) -> tuple[list[str], list[str]]:
+        """(errors, warnings) worth saying when a process starts; errors stop it."""
+        errors, warnings = [], []
+        try:
+            if not self.callers:
+                warnings.append("SPDIST_API_TOKENS is not set: every /v1 route answers 401")
+        except ValueError as exc:
+            errors.append(f"SPDIST_API_TOKENS: {exc}")
+            return errors, warnings
+        unknown = sorted(self.operator_names - set(self.callers.values()))
+        if unknown:
+            warnings.append(f"SPDIST_OPERATORS names no caller of SPDIST_API_TOKENS: {unknown}")
+        return errors, warnings
 
 
 class KeyRing:

@@ -43,11 +43,16 @@ def flower(args: argparse.Namespace) -> int:
     auth = get_settings().flower_basic_auth
     if auth is not None:
         os.environ["FLOWER_BASIC_AUTH"] = auth.get_secret_value()
-    argv = ["flower", f"--port={args.port}", "--persistent=False"]
-    address = os.environ.get("SPDIST_FLOWER_ADDRESS")
-    if address:
-        argv.append(f"--address={address}")
-    app.start(argv)
+    # Flower shows every task's arguments and can revoke them: loopback unless told.
+    address = getattr(args, "address", None) or os.environ.get("SPDIST_FLOWER_ADDRESS")
+    address = address or "127.0.0.1"
+    if auth is None:
+        warning = (
+            "spdist flower: warning: no authentication (SPDIST_FLOWER_BASIC_AUTH is unset); "
+            f"anyone who reaches {address}:{args.port} can see and revoke tasks"
+        )
+        print(warning, file=sys.stderr, flush=True)
+    app.start(["flower", f"--port={args.port}", f"--address={address}", "--persistent=False"])
     return 0
 
 

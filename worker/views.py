@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -17,6 +17,7 @@ from worker.errors import PacerUnavailable, ValidationError
 from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
 from worker.outcomes import from_us
 from worker.pacer import Placed
+from worker.validation import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def distribution_dict(
         "projectId": req.project_id,
         "uploadId": req.upload_id,
         "priority": req.priority,
+        "createdBy": req.created_by,
         "state": req.state,
         "createdAt": iso(req.created_at),
         "updatedAt": iso(req.updated_at),
@@ -163,8 +165,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, request_id = raw.split("|")
-        return datetime.fromisoformat(created), request_id
-    except (ValueError, UnicodeDecodeError) as exc:
+        at = datetime.fromisoformat(created)
+        # Ours always carry a zone and a request id; anything else would reach SQL as a
+        # naive datetime or a NUL, and come back as a driver error.
+        if at.tzinfo is None or not REQUEST_ID.fullmatch(request_id):
+            raise ValueError("not a cursor of ours")
+        return at.astimezone(UTC), request_id
+    except (ValueError, OverflowError) as exc:  # binascii and Unicode errors are ValueErrors
         raise ValidationError("cursor is not valid", field="cursor") from exc
 
 
@@ -254,3 +261,32 @@ def places(ctx: Context, session: Session, rows: list[DistributionRequest]) -> d
     for user_id in sorted(users):
         found.update((i.request.id, i) for i in lane(ctx, session, user_id).items)
     return {r.id: found[r.id] for r in rows if r.id in found}
+
+
+def lane_page(
+    ctx: Context, session: Session, user_id: str, *, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """`GET /v1/users/{userId}/lane`: `limit` entries after `cursor`, and how many wait."""
+    whole = lane(ctx, session, user_id)
+    start = decode_lane_cursor(cursor) if cursor else 0
+    page = Lane(whole.user_id, whole.next_slot_at, whole.items[start : start + limit])
+    more = start + limit < len(whole.items)
+    after = encode_lane_cursor(start + limit) if more else None
+    return {**page.as_dict(), "waiting": len(whole.items), "nextCursor": after}
+
+
+def encode_lane_cursor(offset: int) -> str:
+    """An opaque cursor: the lane's entries from position `offset + 1` on."""
+    return base64.urlsafe_b64encode(f"lane|{offset}".encode()).decode().rstrip("=")
+
+
+def decode_lane_cursor(cursor: str) -> int:
+    """The offset of a lane cursor; ValidationError when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, offset = raw.split("|")
+        if kind != "lane" or not offset.isdigit() or len(offset) > 9:
+            raise ValueError("not a lane cursor")
+        return int(offset)
+    except ValueError as exc:
+        raise ValidationError("cursor is not valid", field="cursor") from exc

@@ -2,15 +2,20 @@
 
     store (API, before answering 204)  ->  announce (a `spdist.webhook` task)
     ->  process (worker): act, then mark processed
+        (a call for the upload in flight: wait, and act once its outcome is recorded)
 
-Every action is a conditional update, and auto-distribution enqueues under an
-idempotency key of its own, so processing an event twice (the task and the reconciler's
-`process_pending_webhooks` racing) changes nothing the second time.
+Only an identical payload is a duplicate. An event that finds nothing to act on is kept,
+marked processed ("ignored: ..."), and stops nothing that comes later. Every action is a
+conditional update; `build.distributing` confirms one request in the transaction that marks
+the event, and auto-distribution enqueues under an idempotency key of its own, so
+processing an event twice (the task, the reconciler and a dispatch's `after_outcome`
+racing) changes nothing the second time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,10 +23,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from worker import distributions
+from worker import callers, distributions
 from worker.context import Context
-from worker.errors import ConflictError, PacerUnavailable, ValidationError
+from worker.errors import ConflictError, PacerUnavailable, TooManyWaiting, ValidationError
 from worker.models import WAITING, DistributionRequest, State, WebhookEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -29,7 +35,11 @@ ACTIVE = (*WAITING, State.DISPATCHING, State.SUCCEEDED, State.CONFIRMED)
 
 
 def store(ctx: Context, payload: dict[str, Any]) -> int | None:
-    """Insert the raw event; its id, or None when (uploadId, event) was stored before."""
+    """Insert the raw event; its id, or None when this very payload was stored before.
+
+    Streampixel sends no event id and never retries, so only an identical delivery is a
+    duplicate: the same upload distributed twice sends two `build.distributing` events
+    (their timestamps differ), and both must act."""
     event = str(payload["event"])
     upload_id = _lower(payload.get("uploadId"))
     row = WebhookEvent(
@@ -38,7 +48,7 @@ def store(ctx: Context, payload: dict[str, Any]) -> int | None:
         upload_id=upload_id,
         status=payload.get("status"),
         payload=payload,
-        dedupe_key=f"{upload_id}:{event}" if upload_id else None,
+        dedupe_key=payload_digest(payload),
     )
     try:
         with ctx.sessions.begin() as session:
@@ -46,8 +56,14 @@ def store(ctx: Context, payload: dict[str, Any]) -> int | None:
             session.flush()
             return row.id
     except IntegrityError:
-        log.info("webhook %s for upload %s already stored", event, upload_id)
+        log.info("webhook %s for upload %s: the same delivery again", event, upload_id)
         return None
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a payload: what makes two deliveries the same."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _lower(value: object) -> str | None:
@@ -67,22 +83,104 @@ def announce(event_id: int, event: str, upload_id: str | None, project_id: str |
 
 
 def process(ctx: Context, event_id: int) -> str:
-    """Act on a stored event unless already done; returns what was done."""
+    """Act on a stored event unless already done; returns what was done.
+
+    While a call for its upload is being made the event waits (unprocessed): the call's
+    outcome decides what it means, so it is acted on once that outcome is recorded
+    (`after_outcome`, else the reconciler's `process_pending_webhooks`)."""
     with ctx.sessions() as session:
         ev = session.get(WebhookEvent, event_id)
     if ev is None:
         return "unknown event"
     if ev.processed_at is not None:
         return ev.result or "done"
-    result = ACTIONS.get(ev.event, _ignore)(ctx, ev)
+    if ev.event in ACTIONS and ev.upload_id and _in_flight(ctx, ev):
+        _note(ctx, event_id, WAITING_FOR_CALL)
+        return WAITING_FOR_CALL
+    if ev.event == "build.distributing":
+        result = _distributing(ctx, ev)  # marks the event itself, in its transaction
+    else:
+        result = ACTIONS.get(ev.event, _ignore)(ctx, ev)
+        _mark(ctx, event_id, result)
+    log.info("webhook %s (event %d, upload %s): %s", ev.event, event_id, ev.upload_id, result)
+    return result
+
+
+WAITING_FOR_CALL = "waiting: a call for this upload is being made"
+
+
+def _in_flight(ctx: Context, ev: WebhookEvent) -> bool:
+    with ctx.sessions() as session:
+        return (
+            session.scalars(
+                select(DistributionRequest.id)
+                .where(*_for_upload(ev), DistributionRequest.state == State.DISPATCHING)
+                .limit(1)
+            ).first()
+            is not None
+        )
+
+
+def _note(ctx: Context, event_id: int, result: str) -> None:
     with ctx.sessions.begin() as session:
         session.execute(
             update(WebhookEvent)
             .where(WebhookEvent.id == event_id, WebhookEvent.processed_at.is_(None))
-            .values(processed_at=utcnow(), result=result)
+            .values(result=result)
         )
-    log.info("webhook %s (event %d, upload %s): %s", ev.event, event_id, ev.upload_id, result)
-    return result
+
+
+def _mark(ctx: Context, event_id: int, result: str) -> None:
+    with ctx.sessions.begin() as session:
+        _claim(session, event_id, result)
+
+
+def _claim(session: Session, event_id: int, result: str | None) -> bool:
+    """Mark the event processed unless someone has; whether this session did."""
+    done = session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.processed_at.is_(None))
+        .values(processed_at=utcnow(), result=result)
+    )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def after_outcome(ctx: Context, upload_id: str) -> int:
+    """A call's outcome is recorded: act on the events of its upload that waited for it.
+
+    Never raises (the dispatch that calls it has done its work); the reconciler retries."""
+    try:
+        with ctx.sessions() as session:
+            ids = session.scalars(
+                select(WebhookEvent.id)
+                .where(WebhookEvent.processed_at.is_(None), WebhookEvent.upload_id == upload_id)
+                .order_by(WebhookEvent.id)
+            ).all()
+        for event_id in ids:
+            process(ctx, event_id)
+        _still_rejected(ctx, upload_id)
+        return len(ids)
+    except Exception as exc:  # noqa: BLE001 - the reconciler processes what is left
+        log.warning("webhook events of upload %s wait for the reconciler: %s", upload_id, exc)
+        return 0
+
+
+def _still_rejected(ctx: Context, upload_id: str) -> None:
+    """A request enqueued after its build was rejected ends `failed` after its first call
+    rather than retrying "no URL" for hours: Streampixel sends nothing after a rejection."""
+    with ctx.sessions() as session:
+        ev = session.scalars(
+            select(WebhookEvent)
+            .where(
+                WebhookEvent.upload_id == upload_id,
+                WebhookEvent.event == "build.rejected",
+                WebhookEvent.processed_at.is_not(None),
+            )
+            .order_by(WebhookEvent.id.desc())
+            .limit(1)
+        ).first()
+    if ev is not None:
+        _rejected(ctx, ev)
 
 
 def process_pending_webhooks(ctx: Context, *, older_than_s: float = 5.0, limit: int = 100) -> int:
@@ -112,16 +210,40 @@ def _for_upload(ev: WebhookEvent) -> Any:
 
 
 def _distributing(ctx: Context, ev: WebhookEvent) -> str:
-    """build.distributing: the rollout started; a `succeeded` request is `confirmed`."""
-    if not ev.upload_id:
-        return "ignored: no uploadId"
+    """build.distributing: one rollout started; the oldest `succeeded` request of the upload
+    is `confirmed` (each distribution of an upload has its own event)."""
     with ctx.sessions.begin() as session:
+        if not _claim(session, ev.id, None):
+            return "processed elsewhere"
+        result = "ignored: no request of this upload awaits confirmation"
+        if ev.upload_id:
+            confirmed = _confirm_one(session, ev)
+            result = "confirmed 1" if confirmed else result
+            if confirmed:
+                log.info("webhook event %d confirmed request %s", ev.id, confirmed)
+        session.execute(update(WebhookEvent).where(WebhookEvent.id == ev.id).values(result=result))
+    return result
+
+
+def _confirm_one(session: Session, ev: WebhookEvent) -> str | None:
+    """Confirm the oldest succeeded request; another event taking it first means the next."""
+    for _ in range(5):
+        target = session.scalars(
+            select(DistributionRequest.id)
+            .where(*_for_upload(ev), DistributionRequest.state == State.SUCCEEDED)
+            .order_by(DistributionRequest.dispatched_at, DistributionRequest.id)
+            .limit(1)
+        ).first()
+        if target is None:
+            return None
         done = session.execute(
             update(DistributionRequest)
-            .where(*_for_upload(ev), DistributionRequest.state == State.SUCCEEDED)
+            .where(DistributionRequest.id == target, DistributionRequest.state == State.SUCCEEDED)
             .values(state=State.CONFIRMED, updated_at=utcnow())
         )
-    return f"confirmed {done.rowcount}"  # type: ignore[attr-defined]
+        if done.rowcount == 1:  # type: ignore[attr-defined]
+            return str(target)
+    return None
 
 
 def _approved(ctx: Context, ev: WebhookEvent) -> str:
@@ -173,26 +295,33 @@ def _auto_distribute(ctx: Context, ev: WebhookEvent) -> str:
     if existing is not None:
         return f"auto-distribution not needed ({existing} exists)"
     try:
-        new = distributions.validate(ctx, user_id, ev.project_id or "", ev.upload_id or "")
-        key = f"webhook:{ev.dedupe_key or ev.id}"
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        req, _, _ = distributions.enqueue_once(ctx, new, key, digest)
-    except (ValidationError, ConflictError) as exc:
+        # Under spdist's own caller name (a `:` no token's name holds): no caller can take
+        # this key in advance, nor see the request as its own.
+        project, upload = ev.project_id or "", ev.upload_id or ""
+        new = distributions.validate(ctx, user_id, project, upload, created_by=callers.AUTO)
+        key = f"build.approved:{ev.id}"
+        req, _, _ = distributions.enqueue_once(ctx, new, key, distributions.body_hash(new))
+    except (ValidationError, ConflictError, TooManyWaiting) as exc:
         log.error("auto-distribution of upload %s refused: %s", ev.upload_id, exc)
         return f"auto-distribution refused: {exc}"
     return f"auto-distributed as {req.id}"
 
 
 def _rejected(ctx: Context, ev: WebhookEvent) -> str:
-    """build.rejected: nothing more will come for this build; its waiting requests fail."""
+    """build.rejected: nothing more will come for this build; its waiting requests fail, and
+    so does one whose call was in flight when the event came (its outcome is recorded by
+    now: `process` waited for it), whatever Streampixel answered that call."""
     if not ev.upload_id:
         return "ignored: no uploadId"
     objection = (ev.payload or {}).get("objection") or "no objection given"
     message = f"build rejected by Streampixel: {objection}"[:500]
+    in_flight = (DistributionRequest.state == State.SUCCEEDED) & (
+        DistributionRequest.updated_at >= ev.received_at
+    )
     with ctx.sessions.begin() as session:
         rows = session.scalars(
             select(DistributionRequest).where(
-                *_for_upload(ev), DistributionRequest.state.in_(WAITING)
+                *_for_upload(ev), DistributionRequest.state.in_(WAITING) | in_flight
             )
         ).all()
         failed = [r for r in rows if _fail(session, r, message)]
@@ -204,7 +333,7 @@ def _rejected(ctx: Context, ev: WebhookEvent) -> str:
 def _fail(session: Any, req: DistributionRequest, message: str) -> bool:
     done = session.execute(
         update(DistributionRequest)
-        .where(DistributionRequest.id == req.id, DistributionRequest.state.in_(WAITING))
+        .where(DistributionRequest.id == req.id, DistributionRequest.state == req.state)
         .values(
             state=State.FAILED, last_message=message, next_attempt_at=None, updated_at=utcnow()
         )  # fmt: skip

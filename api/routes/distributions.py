@@ -8,10 +8,10 @@ from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AuthDep, CtxDep, SessionDep
+from api.deps import AuthDep, CallerDep, CtxDep, SessionDep
 from api.enqueue_async import AsyncEnqueue
 from api.schemas import Distribution, DistributionIn, DistributionPage, Hex24, Problem
-from worker import distributions, views
+from worker import distributions, validation, views
 from worker.context import Context
 from worker.models import State
 
@@ -20,9 +20,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "No valid bearer token."},
     422: {"model": Problem, "description": "Invalid input; `field` names it."},
 }
+# Checked by worker/validation.py (1-255 characters once surrounding spaces are taken off),
+# the same check the Celery task makes.
 IdempotencyKey = Annotated[
     str | None,
-    Header(min_length=1, max_length=255, description="Repeat it to get the first answer back."),
+    Header(description="Repeat it to get the first answer back; it is yours alone."),
 ]
 
 
@@ -38,19 +40,22 @@ def _describe(ctx: Context, request_id: str) -> dict[str, Any]:
     responses={
         200: {"model": Distribution, "description": "The earlier request of this key."},
         409: {"model": Problem, "description": "The key was used with another body."},
+        429: {"model": Problem, "description": "SPDIST_MAX_WAITING_PER_USER reached."},
         **ERRORS,
     },
 )
 async def create(
     body: DistributionIn,
     ctx: CtxDep,
+    caller: CallerDep,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Store the request and put it in its user's lane (202); SQL holds it if Redis is down."""
-    new = distributions.validate(
-        ctx, body.userId, body.projectId, body.uploadId, body.priority, body.coalesce
-    )
+    ids = (body.userId, body.projectId, body.uploadId)
+    new = distributions.validate(ctx, *ids, body.priority, body.coalesce, created_by=caller)
+    if idempotency_key is not None:
+        idempotency_key = validation.idempotency_key(idempotency_key)
     code = status.HTTP_202_ACCEPTED
     fast: AsyncEnqueue | None = getattr(request.app.state, "enqueue_async", None)
     if idempotency_key is None and fast is not None and fast.serves(new):
@@ -97,7 +102,11 @@ def list_(
 
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, **ERRORS}
-CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": Problem}, **NOT_FOUND}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    403: {"model": Problem, "description": "Neither its creator nor an operator."},
+    409: {"model": Problem},
+    **NOT_FOUND,
+}
 
 
 @router.get("/{request_id}", response_model=Distribution, responses=NOT_FOUND)
@@ -107,9 +116,9 @@ def read(request_id: str, ctx: CtxDep) -> dict[str, Any]:
 
 
 @router.post("/{request_id}/cancel", response_model=Distribution, responses=CONFLICT)
-def cancel(request_id: str, ctx: CtxDep) -> dict[str, Any]:
+def cancel(request_id: str, ctx: CtxDep, caller: CallerDep) -> dict[str, Any]:
     """Cancel a waiting request; 409 once it is no longer waiting."""
-    distributions.cancel(ctx, request_id)
+    distributions.cancel(ctx, request_id, caller)
     return _describe(ctx, request_id)
 
 
@@ -119,7 +128,7 @@ def cancel(request_id: str, ctx: CtxDep) -> dict[str, Any]:
     response_model=Distribution,
     responses=CONFLICT,
 )
-def retry(request_id: str, ctx: CtxDep) -> dict[str, Any]:
+def retry(request_id: str, ctx: CtxDep, caller: CallerDep) -> dict[str, Any]:
     """Put a failed or dead request back in line; 409 for any other state."""
-    distributions.retry(ctx, request_id)
+    distributions.retry(ctx, request_id, caller)
     return _describe(ctx, request_id)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from api.deps import AuthDep, CtxDep, SessionDep
 from api.routes.distributions import ERRORS
@@ -15,10 +15,17 @@ router = APIRouter(prefix="/v1/users", tags=["lanes"], dependencies=[AuthDep])
 
 
 @router.get("/{userId}/lane", response_model=Lane, responses=ERRORS)
-def lane(userId: Hex24, ctx: CtxDep, session: SessionDep) -> dict[str, Any]:
-    """Position and estimated dispatch time of each waiting request.
+def lane(
+    userId: Hex24,
+    ctx: CtxDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Position and estimated dispatch time of each waiting request, `limit` at a time
+    (pass `nextCursor` back as `cursor`); `waiting` counts them all.
 
     Estimates start at the pacer's next free slot and add one interval per request ahead,
     assuming every call succeeds; a request retrying later keeps its own time.
     """
-    return views.lane(ctx, session, userId.lower()).as_dict()
+    return views.lane_page(ctx, session, userId.lower(), limit=limit, cursor=cursor)

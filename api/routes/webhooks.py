@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Path, Request, Response
 
 from api.deps import CtxDep
+from api.edge import webhook_token_ok
 from api.schemas import Problem, WebhookIn
-from worker import webhooks
+from worker import validation, webhooks
+from worker.errors import ValidationError
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 Token = Annotated[str, Path(max_length=512, description="SPDIST_WEBHOOK_TOKEN.")]
 
 
-def check_token(token: Token, ctx: CtxDep) -> None:
-    """404 unless the path carries SPDIST_WEBHOOK_TOKEN (unset: always 404)."""
-    expected = ctx.settings.webhook_token
-    secret = expected.get_secret_value() if expected is not None else ""
-    if not secret or not hmac.compare_digest(token.encode(), secret.encode()):
+async def check_token(token: Token, ctx: CtxDep) -> None:
+    """404 unless the path carries SPDIST_WEBHOOK_TOKEN (unset: always 404); api/edge.py
+    has checked already, before the body was read."""
+    if not webhook_token_ok(token, ctx):
         raise HTTPException(404, "Not Found")
 
 
@@ -38,9 +38,12 @@ def streampixel(
 ) -> Response:
     """Streampixel gives us 10 s and never retries: store first, answer, act later.
 
-    A repeated (uploadId, event) is stored once and acted on once.
+    An identical delivery is stored once and acted on once; any other is stored.
     """
     payload: dict[str, Any] = body.model_dump(mode="json", exclude_unset=True)
+    bad = validation.bad_text(payload)
+    if bad is not None:
+        raise ValidationError("holds a NUL or a character UTF-8 cannot encode", field=bad)
     event_id = webhooks.store(ctx, payload)
     if event_id is not None:
         announce = request.app.state.announce_webhook

@@ -28,7 +28,8 @@ def _values(project: str, *, coalesce: bool = True) -> dict[str, object]:
     return {"id": new_id(), "user_id": USER, "project_id": project, "upload_id": "c" * 24,
             "priority": 0, "coalesce": coalesce, "seq": int(now.timestamp() * 1e6 // 1),
             "state": State.QUEUED, "created_at": now, "updated_at": now, "attempt_count": 0,
-            "failures": 0, "idempotency_key": None, "request_hash": None}  # fmt: skip
+            "failures": 0, "idempotency_key": None, "request_hash": None,
+            "created_by": "spdist:cli"}  # fmt: skip
 
 
 def _insert(conn: Connection, project: str, *, coalesce: bool = True) -> tuple[str, object]:

@@ -86,9 +86,11 @@ def test_up_starts_redis_when_none_answers(tmp_path: Path) -> None:
 
 
 def test_up_says_what_to_do_without_redis(tmp_path: Path) -> None:
-    env = spdist_env(f"sqlite:///{tmp_path / 'up.db'}", "redis://192.0.2.1:6379/0",
-                     "http://127.0.0.1:9/x", USER_KEYS)  # fmt: skip
+    # A closed port on a loopback address (nothing outside this machine is contacted) that
+    # is not 127.0.0.1, for which `up` would start a redis-server of its own.
+    url = f"redis://127.0.0.2:{free_port()}/0"
+    env = spdist_env(f"sqlite:///{tmp_path / 'up.db'}", url, "http://127.0.0.1:9/x", USER_KEYS)
     proc, log = start_up(env, tmp_path)
     assert proc.wait(30) == 1
     out = log.read_text()
-    assert "no Redis answers at redis://192.0.2.1:6379/0" in out and "apt-get install" in out
+    assert f"no Redis answers at {url}" in out and "apt-get install" in out

@@ -107,7 +107,8 @@ def test_auto_distribution_on_approval(ctx: Context) -> None:
 def test_unknown_and_test_events_are_stored_and_ignored(ctx: Context) -> None:
     assert deliver(ctx, "build.extracting", upload()) == "ignored"
     assert deliver(ctx, "webhook.test", None) == "test event"
-    assert deliver(ctx, "webhook.test", None) == "test event"  # no uploadId: no dedupe key
+    assert deliver(ctx, "webhook.test", None) is None  # the identical delivery: stored once
+    assert deliver(ctx, "webhook.test", None, timestamp="2026-12-02T05:00:00Z") == "test event"
 
 
 def test_pending_events_are_processed_later(ctx: Context) -> None:

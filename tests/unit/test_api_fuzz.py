@@ -56,3 +56,35 @@ def _fuzz(operation: Any, headers: dict[str, str]) -> Any:
         case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
     return run
+
+
+def test_fuzz_covers_every_route(fuzz_api: Api) -> None:
+    labels = {r.ok().label for r in _schema(fuzz_api).get_all_operations()}
+    routes = {
+        f"{m} {r.path}"
+        for r in fuzz_api.client.app.routes  # type: ignore[attr-defined]
+        for m in getattr(r, "methods", ())
+        if r.path.startswith(("/v1", "/healthz", "/readyz"))
+    }
+    assert routes <= labels, routes - labels
+
+
+def test_fuzz_the_webhook_with_its_token(fuzz_api: Api) -> None:
+    """With the right token the payload itself is fuzzed (a wrong one stops at 404)."""
+    from hypothesis import given
+
+    operation = next(
+        r.ok()
+        for r in _schema(fuzz_api).get_all_operations()
+        if r.ok().path.startswith("/v1/webhooks")
+    )
+
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    def run(case: Any) -> None:
+        case.path_parameters = {"token": "hook-secret"}
+        case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+    run()
