@@ -107,7 +107,8 @@ def _env(folder: Path, redis_url: str, api_port: int, fake_port: int) -> dict[st
         SPDIST_STREAMPIXEL_URL=f"http://127.0.0.1:{fake_port}/pixelStripeApi",
         SPDIST_API_KEYS=json.dumps(KEYS),
         SPDIST_MIN_INTERVAL_S=str(INTERVAL_S),
-        SPDIST_API_TOKENS=TOKEN,
+        SPDIST_API_TOKENS=f"demo={TOKEN}",
+        SPDIST_OPERATORS="demo",  # so the console opens with the demo's token
         SPDIST_WEBHOOK_TOKEN=HOOK,
         SPDIST_RECONCILE_EVERY_S="1",
         SPDIST_BACKOFF_BASE_S="20",

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CtxDep, token_ok
 from worker import overview
+from worker.callers import identify
 from worker.context import Context
 
 router = APIRouter(prefix="/ui", tags=["console"], include_in_schema=False)
@@ -39,18 +40,25 @@ CSP = (
 )
 
 
+def _operator(token: str, ctx: Context) -> bool:
+    """Whether the token's caller is one of SPDIST_OPERATORS (who may open the console)."""
+    return identify(token, ctx.settings.callers) in ctx.settings.operator_names
+
+
 def _signed_in(request: Request, ctx: Context) -> str | None:
-    """The cookie's token when it is one of SPDIST_API_TOKENS."""
+    """The cookie's token when it is one of SPDIST_API_TOKENS and an operator's."""
     token = request.cookies.get(TOKEN_COOKIE, "")
     if token and len(token) <= MAX_TOKEN and token_ok(token, ctx.settings.token_list()):
-        return token
+        return token if _operator(token, ctx) else None
     return None
 
 
 def _need_token(request: Request, ctx: Context) -> str:
     token = _signed_in(request, ctx)
     if token is None:
-        raise HTTPException(401, "sign in at /ui/ with a token from SPDIST_API_TOKENS")
+        raise HTTPException(
+            401, "sign in at /ui/ with an operator's token (SPDIST_API_TOKENS, SPDIST_OPERATORS)"
+        )
     return token
 
 
@@ -108,6 +116,8 @@ async def login(request: Request, ctx: CtxDep) -> Response:
     token = (form.get("token") or [""])[0].strip()
     if not token or len(token) > MAX_TOKEN or not token_ok(token, ctx.settings.token_list()):
         return RedirectResponse("/ui/?denied=1", status_code=303)
+    if not _operator(token, ctx):
+        return RedirectResponse("/ui/?denied=operator", status_code=303)
     response = RedirectResponse("/ui/", status_code=303)
     secure = request.url.scheme == "https"
     response.set_cookie(

@@ -1,5 +1,6 @@
 "use strict";
 // Say why the last sign-in failed (the server redirects back with ?denied=1).
-if (new URLSearchParams(location.search).has("denied")) {
-  document.getElementById("denied").hidden = false;
+const why = new URLSearchParams(location.search).get("denied");
+if (why) {
+  document.getElementById(why === "operator" ? "not-operator" : "denied").hidden = false;
 }

@@ -20,6 +20,7 @@ import pytest
 
 from tests.integration.test_api import TOKEN, start_api
 from tests.procs import Proc, spdist_env, start_fake, start_worker, wait_for
+from worker.callers import bare_name
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
@@ -55,6 +56,7 @@ def stack(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[str, st
         sp_url,
         {user: "sk-console-" + uuid.uuid4().hex},
         SPDIST_API_TOKENS=TOKEN,
+        SPDIST_OPERATORS=bare_name(TOKEN),
         SPDIST_MIN_INTERVAL_S=str(INTERVAL_S),
     )
     procs: list[Proc] = [fake]

@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from tests.integration.test_api import TOKEN, body, client
+import pytest
 
-__all__ = ["client"]  # the fixture
+from api.main import create_app
+from tests.integration.test_api import TOKEN, TestClient, body, close, make_ctx
+from worker.callers import bare_name
+from worker.context import Context
+
 ORIGIN = {"Origin": "http://testserver"}
+OTHER = "not-an-operator-token"
+
+
+@pytest.fixture
+def client(db_url: str, redis_url: str) -> Iterator[tuple[TestClient, Context]]:
+    """The API with TOKEN's caller an operator, and OTHER a caller that is not."""
+    tokens = f"{TOKEN},ci={OTHER}"
+    ctx = make_ctx(db_url, redis_url, [], api_tokens=tokens, operators=bare_name(TOKEN))
+    try:
+        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+            yield c, ctx
+    finally:
+        close(ctx)
+
+
+def test_console_is_for_operators(client: Any) -> None:
+    c, _ = client
+    r = c.post(
+        "/ui/login",
+        content=f"token={OTHER}",
+        follow_redirects=False,
+        headers={**ORIGIN, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/ui/?denied=operator"
+    assert "spdist_token" not in c.cookies
+    c.cookies.set("spdist_token", OTHER, path="/ui")
+    assert c.get("/ui/api/overview").status_code == 401
 
 
 def _sign_in(c: Any) -> str:
