@@ -45,6 +45,7 @@ from worker.streampixel import SendTiming, Triggered
 
 log = logging.getLogger(__name__)
 
+REJECTED_BUILD = "build rejected by Streampixel (build.rejected webhook): no call made"
 # A message run a little before its slot's lead (a timer or a clock offset off by a few ms)
 # waits out the rest in the task: going round the broker again would cost a second execution.
 SHORT_WAIT_S = 0.5
@@ -107,6 +108,9 @@ def _dispatch(
             ctx.pacer.remove(req.user_id, member(req))
         kick(ctx, req.user_id)
         return "stale"
+    if loaded.rejected:
+        _fail_without_call(ctx, conn, req, REJECTED_BUILD)
+        return "build-rejected"
     if ctx.keyring.get(req.user_id) is None:
         _fail_without_call(ctx, conn, req, "no API key is configured for this userId")
         return "no-key"

@@ -38,6 +38,7 @@ from worker.models import (
     DistributionRequest,
     PacingFence,
     State,
+    WebhookEvent,
     utcnow,
 )
 
@@ -47,6 +48,7 @@ FENCES = cast(Table, PacingFence.__table__)
 R = REQUESTS.c
 A = ATTEMPTS.c
 F = FENCES.c
+W = cast(Table, WebhookEvent.__table__).c
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Loaded:
     request: Snapshot
     floor_us: int
     alone: bool
+    rejected: bool = False  # Streampixel rejected this build: no call may be made for it
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ LOAD = select(
     select(F.not_before_us).where(F.user_id == R.user_id).scalar_subquery(),
     exists().where(_OTHER.c.user_id == R.user_id, waiting(_OTHER.c.state),
                    _OTHER.c.id != R.id),
+    exists().where(W.upload_id == R.upload_id, W.event == literal_column("'build.rejected'")),
 ).where(R.id == bindparam("rid"))  # fmt: skip
 
 # The lane's waiting requests, each row carrying the floor too: one round trip.
@@ -402,7 +406,7 @@ def load(conn: Connection, request_id: str) -> Loaded | None:
         conn.commit()
     if row is None:
         return None
-    return Loaded(Snapshot(*row[:-2]), int(row[-2] or 0), not row[-1])
+    return Loaded(Snapshot(*row[:-3]), int(row[-3] or 0), not row[-2], bool(row[-1]))
 
 
 def waiting_and_floor(conn: Connection, user_id: str) -> tuple[list[Snapshot], int]:

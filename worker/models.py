@@ -182,7 +182,11 @@ class WebhookEvent(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     result: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_webhooks_unprocessed", "processed_at"),)
+    __table_args__ = (
+        Index("ix_webhooks_unprocessed", "processed_at"),
+        # The dispatch's "was this build rejected?": one probe (migration 0005).
+        Index("ix_webhooks_upload_event", "upload_id", "event"),
+    )
 
 
 class PacingFence(Base):

@@ -26,7 +26,10 @@ from worker.views import iso
 log = logging.getLogger(__name__)
 # What the dispatch returns when a call (or a call refused before it was made) did not
 # trigger a distribution.
-FAILED_WORDS = frozenset(o.value for o in Outcome if o is not Outcome.TRIGGERED) | {"no-key"}
+FAILED_WORDS = frozenset(o.value for o in Outcome if o is not Outcome.TRIGGERED) | {
+    "no-key",
+    "build-rejected",
+}
 
 
 class CallFailed(Exception):

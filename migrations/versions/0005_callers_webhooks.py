@@ -38,9 +38,11 @@ def upgrade() -> None:
         batch_op.create_unique_constraint(
             "uq_requests_caller_key", ["created_by", "idempotency_key"]
         )
+    op.create_index("ix_webhooks_upload_event", "webhook_events", ["upload_id", "event"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_webhooks_upload_event", table_name="webhook_events")
     with op.batch_alter_table("distribution_requests", naming_convention=NAMING) as batch_op:
         batch_op.drop_constraint("uq_requests_caller_key", type_="unique")
         batch_op.create_unique_constraint(_old_unique(), ["idempotency_key"])
