@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -125,6 +126,10 @@ class DistributionRequest(Base):
         Index("ix_requests_upload", "upload_id"),
         Index("ix_requests_created", "created_at", "id"),
         Index("ix_requests_unpublished", "published_at"),
+        # Lists filtered by user, project or state, newest first, and their cursor (0006).
+        Index("ix_requests_user_created", "user_id", "created_at", "id"),
+        Index("ix_requests_project_created", "project_id", "created_at", "id"),
+        Index("ix_requests_state_created", "state", "created_at", "id"),
     )
 
 
@@ -176,4 +181,33 @@ class WebhookEvent(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     result: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_webhooks_unprocessed", "processed_at"),)
+    __table_args__ = (
+        Index("ix_webhooks_unprocessed", "processed_at"),
+        Index("ix_webhooks_received", "received_at"),  # retention (0006)
+    )
+
+
+class MetricTotal(Base):
+    """A /metrics count, kept by triggers (migration 0006): requests by state, attempts by
+    outcome, the delay histogram's buckets (`series`, `label`); `total` is a sum of seconds."""
+
+    __tablename__ = "metric_totals"
+
+    series: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Float)
+
+
+class MetricDelta(Base):
+    """A change to a MetricTotal not yet folded in (PostgreSQL's statement triggers)."""
+
+    __tablename__ = "metric_deltas"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    series: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(64))
+    n: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Float)

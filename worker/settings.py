@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     auto_distribute: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     flower_basic_auth: SecretStr | None = None
     api_threads: int = Field(8, ge=1)
+    # History (README, Retention): unset keeps every record; /metrics open unless a token.
+    retention_days: float | None = Field(None, gt=0)
+    metrics_token: SecretStr | None = None
 
     # Pacer tuning (not in INTERFACE.md; documented in the README).
     pacer_lead_s: float = Field(0.1, ge=0)

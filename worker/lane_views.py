@@ -1,0 +1,69 @@
+"""Next free slots of many lanes at once: one Redis round trip and at most one SQL read,
+however many lanes (`spdist lanes`, /metrics). A lane per round trip cost 4.5 s for 500."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from redis import RedisError
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from worker import keys
+from worker.context import Context
+from worker.models import DistributionAttempt, utcnow
+from worker.outcomes import from_us
+
+log = logging.getLogger(__name__)
+CHUNK = 1000
+
+# Each user's floor is one backward probe of ix_attempts_user_free, however many attempts.
+PG_FLOORS = text("""
+SELECT u.uid, (SELECT max(a.lane_free_us) FROM distribution_attempts a WHERE a.user_id = u.uid)
+FROM unnest(CAST(:ids AS varchar[])) AS u(uid)
+""")
+
+
+def next_slots(ctx: Context, session: Session, user_ids: Sequence[str]) -> dict[str, datetime]:
+    """When each lane's next call may start: the pacer's state, else the SQL floor."""
+    now = utcnow()
+    free = _redis_next_free(ctx, user_ids)
+    missing = [u for u in user_ids if not free.get(u)]
+    floors = sql_floors(session, missing) if missing else {}
+    out: dict[str, datetime] = {}
+    for user_id in user_ids:
+        us = free.get(user_id) or floors.get(user_id)
+        out[user_id] = max(now, from_us(us)) if us else now
+    return out
+
+
+def _redis_next_free(ctx: Context, user_ids: Sequence[str]) -> dict[str, int]:
+    try:
+        pipe = ctx.pacer.redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hget(keys.lane_state(user_id), "next_free")
+        values = pipe.execute()
+    except RedisError as exc:
+        log.info("lane views without Redis: %s", type(exc).__name__)
+        return {}
+    return {u: int(v) for u, v in zip(user_ids, values, strict=True) if v}
+
+
+def sql_floors(session: Session, user_ids: Sequence[str]) -> dict[str, int]:
+    """The latest `lane_free_us` of each user's attempts (users with none are left out)."""
+    out: dict[str, int] = {}
+    for start in range(0, len(user_ids), CHUNK):
+        chunk = list(user_ids[start : start + CHUNK])
+        if session.get_bind().dialect.name == "postgresql":
+            rows = session.execute(PG_FLOORS, {"ids": chunk}).all()
+        else:
+            a = DistributionAttempt
+            rows = session.execute(
+                select(a.user_id, func.max(a.lane_free_us))
+                .where(a.user_id.in_(chunk))
+                .group_by(a.user_id)
+            ).all()
+        out.update({u: int(us) for u, us in rows if us})
+    return out
