@@ -94,6 +94,12 @@ CASES = (
          f"{SYSTEM}/test_processes.py::test_worker_clocks_five_minutes_ahead_and_behind",
          (("worker/dispatch.py", "    lease = from_us(slot_us) + timedelta(seconds=s.lease_s)\n",
            "    lease = utcnow() + timedelta(seconds=s.lease_s)\n"),)),
+    Case("retention: old waiting and in-flight requests", "prune's terminal-state condition",
+         "tests/integration/test_history.py::test_prune_keeps_what_is_still_needed",
+         (("worker/retention.py", "        R.state.in_([s.value for s in TERMINAL]),\n", ""),)),
+    Case("retention: the pacing floor", "prune's keeping of each user's newest attempt",
+         "tests/integration/test_history.py::test_prune_keeps_what_is_still_needed",
+         (("worker/retention.py", "        ~holds_floor(),\n", ""),)),
 )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from worker.pacer import Wake, parse_member
 from worker.settings import get_settings
 
 QUEUE = "spdist"
+HOUSEKEEP_EVERY_S = 10.0
 app = Celery("spdist")
 
 
@@ -55,7 +56,13 @@ def celery_config() -> dict[str, Any]:
                 # Generous: `expires` is read on the receiving worker's clock against the
                 # beat's; a pass per period is enforced by the task itself (on Redis).
                 "options": {"expires": max(60.0, 10 * s.reconcile_every_s)},
-            }
+            },
+            # Folds the /metrics deltas and prunes a few batches of expired history.
+            "housekeep": {
+                "task": "spdist.housekeep",
+                "schedule": HOUSEKEEP_EVERY_S,
+                "options": {"expires": HOUSEKEEP_EVERY_S},
+            },
         },
     }
 

@@ -77,6 +77,18 @@ def _take_turn(ctx: Context) -> bool:
         return True  # the pass meets the same error and says so
 
 
+@app.task(name="spdist.housekeep", acks_late=False)
+def housekeep() -> dict[str, int]:
+    """Fold the /metrics deltas into their totals; prune expired history, a few batches."""
+    from worker import retention, tallies
+
+    ctx = get_context()
+    with ctx.sessions() as session:
+        folded = tallies.compact(session.connection())
+        session.commit()
+    return {"folded": folded, **retention.scheduled(ctx).rows}
+
+
 @app.task(name="spdist.enqueue", acks_late=True)
 def enqueue(**body: object) -> dict[str, object]:
     """`send_task("spdist.enqueue", kwargs={"userId", "projectId", "uploadId", ...})`.
