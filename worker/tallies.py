@@ -22,11 +22,15 @@ COMPACT = text("""
 WITH taken AS (
     DELETE FROM metric_deltas WHERE id IN (
         SELECT id FROM metric_deltas ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED)
-    RETURNING series, label, n, total)
-INSERT INTO metric_totals AS t (series, label, n, total)
-SELECT series, label, sum(n), sum(total) FROM taken GROUP BY series, label
-ORDER BY series, label
-ON CONFLICT (series, label) DO UPDATE SET n = t.n + excluded.n, total = t.total + excluded.total
+    RETURNING series, label, n, total),
+folded AS (
+    INSERT INTO metric_totals AS t (series, label, n, total)
+    SELECT series, label, sum(n), sum(total) FROM taken GROUP BY series, label
+    ORDER BY series, label
+    ON CONFLICT (series, label) DO UPDATE
+    SET n = t.n + excluded.n, total = t.total + excluded.total
+    RETURNING 1)
+SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM folded)
 """)
 
 READ = text("""
@@ -47,10 +51,22 @@ class Tally:
 
 def compact(conn: Connection, batch: int = COMPACT_BATCH) -> int:
     """Fold up to `batch` deltas into the totals (PostgreSQL; elsewhere there are none);
-    how many totals rows it changed. The caller commits."""
+    how many it folded. The caller commits."""
     if conn.dialect.name != "postgresql":
         return 0
-    return conn.execute(COMPACT, {"batch": batch}).rowcount
+    return int(conn.execute(COMPACT, {"batch": batch}).one()[0])
+
+
+def compact_all(conn: Connection, max_batches: int = 50) -> int:
+    """`compact` batch after batch, each committed, until the deltas are folded."""
+    folded = 0
+    for _ in range(max_batches):
+        n = compact(conn)
+        conn.commit()
+        folded += n
+        if n < COMPACT_BATCH:
+            break
+    return folded
 
 
 def read(conn: Connection) -> dict[tuple[str, str], Tally]:

@@ -83,9 +83,8 @@ def housekeep() -> dict[str, int]:
     from worker import retention, tallies
 
     ctx = get_context()
-    with ctx.sessions() as session:
-        folded = tallies.compact(session.connection())
-        session.commit()
+    with ctx.sessions.kw["bind"].connect() as conn:
+        folded = tallies.compact_all(conn)
     return {"folded": folded, **retention.scheduled(ctx).rows}
 
 

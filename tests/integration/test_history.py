@@ -19,6 +19,7 @@ from worker.ledger import ATTEMPTS, REQUESTS
 from worker.models import (
     DistributionAttempt,
     DistributionRequest,
+    MetricDelta,
     State,
     WebhookEvent,
     new_id,
@@ -279,5 +280,22 @@ def test_prune_command(db_url: str, redis_url: str, tmp_path: Any) -> None:
         assert "deleted nothing" in again.stdout
         bad = spdist(env, "prune", "--older-than", "-1")
         assert bad.returncode != 0 and "DAYS must be a number above 0" in bad.stderr
+    finally:
+        close(ctx)
+
+
+def test_compaction_folds_every_delta_and_keeps_the_counts(pg_url: str, redis_url: str) -> None:
+    ctx = make_ctx(pg_url, redis_url, [])
+    try:
+        for n in range(12):
+            add_request(ctx, USERS[n % 3], State.SUCCEEDED, attempts=1)
+        before = tallied(ctx, fold=False)
+        engine = ctx.sessions.kw["bind"]
+        with engine.connect() as conn:
+            pending = conn.execute(select(func.count()).select_from(MetricDelta)).scalar_one()
+            assert pending > 0
+            assert tallies.compact_all(conn) == pending
+            assert conn.execute(select(func.count()).select_from(MetricDelta)).scalar_one() == 0
+        assert tallied(ctx, fold=False) == before == full_scan(ctx)
     finally:
         close(ctx)
