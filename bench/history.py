@@ -49,7 +49,8 @@ class HistorySize:
     lanes: int = 1000
     prune_rows: int = 1_000_000
     samples: int = 30
-    rounds: int = 3
+    rounds: int = 5  # of the cheap figures (`spdist lanes`, a reconciler pass); best taken
+    api_rounds: int = 2  # of the enqueue load; medians taken
     api: api_load.ApiSize = field(default_factory=lambda: api_load.ApiSize(seconds=4.0))
     dispatch: throughput.ThroughputSize = field(
         default_factory=lambda: throughput.ThroughputSize(requests=2500, nodes=1, window_s=12.0)
@@ -157,7 +158,7 @@ def _api_figures(
         for http in https.values():
             http.close()
         loads: dict[str, list[dict[str, Any]]] = {k: [] for k in dbs}
-        for _ in range(size.rounds):
+        for _ in range(size.api_rounds):
             for k, (_, base, load_users) in served.items():
                 loads[k].append(api_load._load(base, load_users, size.api))
         for k, runs in loads.items():

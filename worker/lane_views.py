@@ -1,13 +1,17 @@
-"""Next free slots of many lanes at once: one Redis round trip and at most one SQL read,
-however many lanes (`spdist lanes`, /metrics). A lane per round trip cost 4.5 s for 500."""
+"""Next free slots of many lanes at once: one Redis command (next_free.lua) and at most one
+SQL read per 1,000 lanes (`spdist lanes`, /metrics). A lane per round trip cost 4.5 s for 500."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from importlib import resources
+from typing import Any
+from weakref import WeakKeyDictionary
 
 from redis import RedisError
+from redis.commands.core import Script
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -40,15 +44,29 @@ def next_slots(ctx: Context, session: Session, user_ids: Sequence[str]) -> dict[
 
 
 def _redis_next_free(ctx: Context, user_ids: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
     try:
-        pipe = ctx.pacer.redis.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.hget(keys.lane_state(user_id), "next_free")
-        values = pipe.execute()
+        script = _script(ctx.pacer.redis)
+        for start in range(0, len(user_ids), CHUNK):
+            chunk = user_ids[start : start + CHUNK]
+            values = script(keys=[keys.lane_state(u) for u in chunk])
+            out.update({u: int(v) for u, v in zip(chunk, values, strict=True) if v})
     except RedisError as exc:
         log.info("lane views without Redis: %s", type(exc).__name__)
         return {}
-    return {u: int(v) for u, v in zip(user_ids, values, strict=True) if v}
+    return out
+
+
+_SCRIPTS: WeakKeyDictionary[Any, Script] = WeakKeyDictionary()
+
+
+def _script(client: Any) -> Script:
+    """next_free.lua registered once per client (redis-py reloads it after a restart)."""
+    script = _SCRIPTS.get(client)
+    if script is None:
+        source = resources.files("worker").joinpath("next_free.lua").read_text()
+        script = _SCRIPTS[client] = client.register_script(source)
+    return script
 
 
 def sql_floors(session: Session, user_ids: Sequence[str]) -> dict[str, int]:

@@ -23,7 +23,7 @@ deleted with their dependents. No lock outlives a batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -36,6 +36,7 @@ from worker.models import TERMINAL, DistributionAttempt, DistributionRequest, We
 
 log = logging.getLogger(__name__)
 BATCH = 500
+PAUSE = 0.5
 
 R = cast(Table, DistributionRequest.__table__).c
 A = cast(Table, DistributionAttempt.__table__).c
@@ -95,18 +96,20 @@ def prune(
     *,
     batch: int = BATCH,
     max_batches: int | None = None,
-    between: Callable[[], None] | None = None,
+    pause: float = PAUSE,
 ) -> Pruned:
-    """Delete what `cutoff` lets go, `batch` requests per transaction; what went."""
+    """Delete what `cutoff` lets go, `batch` requests per transaction; what went. After
+    each batch it rests `pause` times as long as the batch took, leaving the database
+    (and the machine) to the dispatch in between."""
     done, after, batches = Pruned(), None, 0
     while max_batches is None or batches < max_batches:
+        started = time.monotonic()
         after, n = _request_batch(session, cutoff, after, batch, done)
         n += sum(_aged_batch(session, spec, cutoff, batch, done) for spec in AGED)
         batches += 1
         if n == 0:
             break
-        if between is not None:
-            between()
+        time.sleep((time.monotonic() - started) * pause)
     return done
 
 
