@@ -27,6 +27,9 @@ QUERIES = {
     "list by projectId": f"SELECT * FROM distribution_requests WHERE project_id = '{PROJECT}' "
     f"{NEWEST}",
     "list by state=queued": f"SELECT * FROM distribution_requests WHERE state = 'queued' {NEWEST}",
+    "list by state, a deep page (cursor)": "SELECT * FROM distribution_requests WHERE state = "
+    "'confirmed' AND (created_at, id) < (now() - interval '300 days', 'z') "
+    f"{NEWEST}",
     "lane (waiting rows)": f"SELECT * FROM distribution_requests WHERE user_id = '{USER}' "
     f"AND {WAITING} ORDER BY priority DESC, seq",
     "pacing floor": f"SELECT max(lane_free_us) FROM distribution_attempts WHERE user_id = '{USER}'",
