@@ -28,7 +28,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Column, ColumnElement, Table, and_, delete, exists, func, select, tuple_
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    CursorResult,
+    Delete,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    select,
+    tuple_,
+)
 from sqlalchemy.orm import Session, aliased
 
 from worker.context import Context
@@ -129,10 +141,14 @@ def _request_batch(
         if not ids:
             return after, 0
         for table, column in DEPENDENTS:
-            done.add(table.name, session.execute(delete(table).where(column.in_(ids))).rowcount)
+            done.add(table.name, _deleted(session, delete(table).where(column.in_(ids))))
         requests = cast(Table, DistributionRequest.__table__)
-        done.add(requests.name, session.execute(delete(requests).where(R.id.in_(ids))).rowcount)
+        done.add(requests.name, _deleted(session, delete(requests).where(R.id.in_(ids))))
     return (rows[-1].created_at, rows[-1].id), len(ids)
+
+
+def _deleted(session: Session, statement: Delete) -> int:
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 def _aged_batch(session: Session, spec: Any, cutoff: datetime, batch: int, done: Pruned) -> int:
@@ -141,7 +157,7 @@ def _aged_batch(session: Session, spec: Any, cutoff: datetime, batch: int, done:
     with session.begin():
         ids = list(session.scalars(chosen.with_for_update(skip_locked=True)).all())
         if ids:
-            done.add(table.name, session.execute(delete(table).where(key.in_(ids))).rowcount)
+            done.add(table.name, _deleted(session, delete(table).where(key.in_(ids))))
     return len(ids)
 
 
