@@ -1,18 +1,23 @@
-"""Prometheus metrics computed from SQL at scrape time, so every API process agrees.
+"""Prometheus metrics read from SQL at scrape time, so every API process agrees.
 
-A custom collector runs a few GROUP BY queries per scrape instead of counting in this
-process: requests are enqueued by many API processes and dispatched by workers this
-process never hears from, and SQL already holds every number.
+Requests are enqueued by many API processes and dispatched by workers this process never
+hears from, so nothing is counted here: triggers keep the counts in SQL as the rows change
+(worker/tallies.py, migration 0006), and a scrape reads a few dozen rows of them, however
+long the history. The lane series read only the waiting rows, and every lane's next slot
+in one Redis round trip (worker/lane_views.py).
 
-The enqueue-to-dispatch histogram is cumulative over all requests ever dispatched:
-for each request, its first attempt's start minus its creation (one aggregate query
-over the first attempts; bucket counts are SUM(CASE …) in SQL).
+The enqueue-to-dispatch histogram is cumulative over every request whose first call got
+an answer: its first attempt's start minus its creation. Pruning history leaves it, and
+the attempts counter, as they were.
+
+A series is a function of a `Scrape` in `SERIES`; adding one is adding a function there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import (
@@ -22,16 +27,29 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker import views
+from worker import lane_views, tallies
 from worker.context import Context
-from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
+from worker.models import WAITING, DistributionRequest, State, utcnow
 
 log = logging.getLogger(__name__)
 BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
 MAX_USERS = 1000  # per-user series beyond this many lanes are left out
+
+
+@dataclass
+class Scrape:
+    """What one scrape has read: the session, and the SQL tallies."""
+
+    ctx: Context
+    session: Session
+    counts: dict[tuple[str, str], tallies.Tally]
+
+    def series(self, name: str) -> dict[str, tallies.Tally]:
+        """The tallies of one series, by label."""
+        return {label: t for (s, label), t in self.counts.items() if s == name}
 
 
 def registry_for(ctx: Context) -> CollectorRegistry:
@@ -42,86 +60,84 @@ def registry_for(ctx: Context) -> CollectorRegistry:
 
 
 class SqlCollector(Collector):
-    """Requests by state, attempts by outcome, delay histogram, lane depth, next slot."""
+    """Every function of `SERIES`, on one session."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
     def collect(self) -> Iterator[Any]:
         with self.ctx.sessions() as session:
-            yield _requests_by_state(session)
-            yield _attempts_by_outcome(session)
-            yield _delay_histogram(session)
-            yield from _lanes(self.ctx, session)
+            tallies.compact(session.connection())  # deltas stay short even with no scheduler
+            session.commit()
+            scrape = Scrape(self.ctx, session, tallies.read(session.connection()))
+            for series in SERIES:
+                yield from series(scrape)
 
 
-def _requests_by_state(session: Session) -> GaugeMetricFamily:
+def requests_by_state(scrape: Scrape) -> Iterable[GaugeMetricFamily]:
+    """`spdist_requests{state}`."""
     g = GaugeMetricFamily("spdist_requests", "Distribution requests by state.", labels=["state"])
-    counts = dict(session.execute(
-        select(DistributionRequest.state, func.count()).group_by(DistributionRequest.state)
-    ).all())  # fmt: skip
-    for state in State:
-        g.add_metric([state.value], counts.get(state.value, 0))
-    return g
+    counts = scrape.series("requests")
+    for state in sorted({*(s.value for s in State), *counts}):
+        g.add_metric([state], counts[state].n if state in counts else 0)
+    yield g
 
 
-def _attempts_by_outcome(session: Session) -> CounterMetricFamily:
+def attempts_by_outcome(scrape: Scrape) -> Iterable[CounterMetricFamily]:
+    """`spdist_attempts_total{outcome}`; `in_flight` for calls not answered yet."""
     c = CounterMetricFamily(
         "spdist_attempts", "Calls made to Streampixel, by outcome.", labels=["outcome"]
     )
-    rows = session.execute(
-        select(DistributionAttempt.outcome, func.count()).group_by(DistributionAttempt.outcome)
-    ).all()
-    for outcome, n in rows:
-        c.add_metric([outcome or "in_flight"], n)
-    return c
+    for outcome, tally in sorted(scrape.series("attempts").items()):
+        if tally.n:
+            c.add_metric([outcome], tally.n)
+    yield c
 
 
-def _seconds(session: Session, later: Any, earlier: Any) -> Any:
-    if session.get_bind().dialect.name == "sqlite":
-        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
-    return func.extract("epoch", later - earlier)
-
-
-def _delay_histogram(session: Session) -> HistogramMetricFamily:
-    delay = _seconds(session, DistributionAttempt.started_at, DistributionRequest.created_at)
-    cols = [func.coalesce(func.sum(case((delay <= b, 1), else_=0)), 0) for b in BUCKETS]
-    row = session.execute(
-        select(*cols, func.count(), func.coalesce(func.sum(delay), 0.0))
-        .select_from(DistributionAttempt)
-        .join(DistributionRequest, DistributionRequest.id == DistributionAttempt.request_id)
-        .where(DistributionAttempt.number == 1)
-    ).one()
-    buckets = [(_le(b), int(n)) for b, n in zip(BUCKETS, row[: len(BUCKETS)], strict=True)]
-    buckets.append(("+Inf", int(row[-2])))
-    return HistogramMetricFamily(
+def delay_histogram(scrape: Scrape) -> Iterable[HistogramMetricFamily]:
+    """`spdist_enqueue_to_dispatch_seconds`, from the per-bucket tallies."""
+    tally = scrape.series("delay")
+    buckets, running = [], 0
+    for bound in (*(_le(b) for b in BUCKETS), "+Inf"):
+        running += tally[bound].n if bound in tally else 0
+        buckets.append((bound, running))
+    yield HistogramMetricFamily(
         "spdist_enqueue_to_dispatch_seconds",
         "From a request's creation to its first call (SQL, all requests ever dispatched).",
         buckets=buckets,
-        sum_value=float(row[-1]),
+        sum_value=sum(t.total for t in tally.values()),
     )
 
 
 def _le(bound: float) -> str:
-    return f"{bound:g}" if bound < 1e6 else str(bound)
+    return f"{bound:g}"
 
 
-def _lanes(ctx: Context, session: Session) -> Iterator[GaugeMetricFamily]:
+def lanes(scrape: Scrape) -> Iterable[GaugeMetricFamily]:
+    """`spdist_lane_depth{user_id}` and `spdist_next_slot_seconds{user_id}`."""
     depth = GaugeMetricFamily("spdist_lane_depth", "Requests waiting per user.", labels=["user_id"])
     wait = GaugeMetricFamily(
         "spdist_next_slot_seconds", "Seconds until the user's next free slot.", labels=["user_id"]
     )
-    rows = session.execute(
+    rows = scrape.session.execute(
         select(DistributionRequest.user_id, func.count())
         .where(DistributionRequest.state.in_(WAITING))
         .group_by(DistributionRequest.user_id)
         .order_by(func.count().desc())
         .limit(MAX_USERS)
     ).all()
+    slots = lane_views.next_slots(scrape.ctx, scrape.session, [u for u, _ in rows])
     now = utcnow()
     for user_id, n in rows:
         depth.add_metric([user_id], n)
-        slot = views.next_slot_at(ctx, session, user_id)
-        wait.add_metric([user_id], max(0.0, (slot - now).total_seconds()))
+        wait.add_metric([user_id], max(0.0, (slots[user_id] - now).total_seconds()))
     yield depth
     yield wait
+
+
+SERIES: list[Callable[[Scrape], Iterable[Any]]] = [
+    requests_by_state,
+    attempts_by_outcome,
+    delay_histogram,
+    lanes,
+]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import history_report
 from bench.report import Row, plot, table
 
 HOW = """\
@@ -160,7 +161,7 @@ def write(
             "## Pacing at a glance\n\n![each user's calls on a time line](bench-timeline.png)\n"
         )
     parts.append(_details(results))
-    parts.append(HOW)
+    parts.append(HOW.replace("\n## Where", history_report.HOW + "\n## Where", 1))
     (docs / "BENCHMARKS.md").write_text("\n".join(parts))
 
 
@@ -196,4 +197,5 @@ def _details(results: dict[str, Any]) -> str:
         if r.get("profile"):
             lines.append("\nProfile of one more pass (pyinstrument), for the reconciler's owner:\n")
             lines.append("```\n" + r["profile"].strip() + "\n```")
+    lines += history_report.details(results)
     return "\n".join(lines) + "\n"

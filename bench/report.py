@@ -81,6 +81,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row("5 reconciler", f"one pass, {size.requests:,} waiting in {size.lanes:,} lanes (ms)",
                        f"{_f(r['first_s'] * 1000, '.0f')} (best {_f(r['best_s'] * 1000, '.0f')})", "—", "≤ 200",
                        r["first_s"] <= 0.2))  # fmt: skip
+    from bench import history_report
+
+    out += history_report.rows(results)
     return out
 
 

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import api_load, door, memory, pacing, reconciler, report, throughput
+from bench import api_load, door, history, memory, pacing, reconciler, report, throughput
 from bench.common import Workspace
 from bench.infra import private_redis
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("pacing", "door", "throughput", "api", "memory", "reconciler")
+SCENARIOS = ("pacing", "door", "throughput", "api", "memory", "reconciler", "history")
 FULL = {
     "pacing": pacing.PacingSize(),
     "door": pacing.PacingSize(per_user=15),
@@ -30,6 +30,7 @@ FULL = {
     "api": api_load.ApiSize(),
     "memory": memory.MemorySize(),
     "reconciler": reconciler.ReconcilerSize(),
+    "history": history.HistorySize(),
 }
 SMOKE = {
     "pacing": pacing.PacingSize(users=2, per_user=3, projects=2, interval_s=0.5, nodes=1),
@@ -38,9 +39,14 @@ SMOKE = {
     "api": api_load.ApiSize(concurrency=4, seconds=1.0, warmup_s=0.3, users=5),
     "memory": memory.MemorySize(requests=40, lanes=4, settle_s=1.0),
     "reconciler": reconciler.ReconcilerSize(requests=200, lanes=20, passes=1),
+    "history": history.HistorySize(
+        requests=3000, lanes=20, prune_rows=3000, samples=6,
+        api=api_load.ApiSize(concurrency=4, seconds=1.0, warmup_s=0.3, users=5),
+        dispatch=throughput.ThroughputSize(requests=40, nodes=1, timeout_s=60),
+    ),
 }
 RUNNERS = {"pacing": pacing.run, "door": door.run, "throughput": throughput.run,
-           "api": api_load.run, "memory": memory.run}  # fmt: skip
+           "api": api_load.run, "memory": memory.run, "history": history.run}  # fmt: skip
 
 
 def run(only: list[str], smoke: bool, folder: Path) -> dict[str, Any]:

@@ -204,6 +204,12 @@ CASES += (
     Case("NUL in a request id", "the request id check before SQL",
          f"{INTEG}/test_no_5xx.py",
          (("worker/distributions.py", "    validation.request_id(request_id)\n", ""),)),
+    Case("retention: old waiting and in-flight requests", "prune's terminal-state condition",
+         "tests/integration/test_history.py::test_prune_keeps_what_is_still_needed",
+         (("worker/retention.py", "        R.state.in_([s.value for s in TERMINAL]),\n", ""),)),
+    Case("retention: the pacing floor", "prune's keeping of each user's newest attempt",
+         "tests/integration/test_history.py::test_prune_keeps_what_is_still_needed",
+         (("worker/retention.py", "        ~holds_floor(),\n", ""),)),
 )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from worker.redis_url import broker_url, is_sentinel
 from worker.settings import get_settings
 
 QUEUE = "spdist"
+HOUSEKEEP_EVERY_S = 10.0
 app = Celery("spdist")
 
 
@@ -56,7 +57,13 @@ def celery_config() -> dict[str, Any]:
                 # Generous: `expires` is read on the receiving worker's clock against the
                 # beat's; a pass per period is enforced by the task itself (on Redis).
                 "options": {"expires": max(60.0, 10 * s.reconcile_every_s)},
-            }
+            },
+            # Folds the /metrics deltas and prunes a few batches of expired history.
+            "housekeep": {
+                "task": "spdist.housekeep",
+                "schedule": HOUSEKEEP_EVERY_S,
+                "options": {"expires": HOUSEKEEP_EVERY_S},
+            },
         },
     }
 

@@ -203,10 +203,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("lanes", cmd_lanes, "Show every user's lane.")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
+    sp = add("prune", cmd_prune, "Delete finished requests older than DAYS, with their attempts.")
+    sp.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
+    sp.add_argument("--dry-run", action="store_true")
     for name, fn in (("cancel", cmd_cancel), ("retry", cmd_retry)):
         add(name, fn, (fn.__doc__ or "").strip()).add_argument("id")
     _add_stack_commands(add)
     return p
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete (or, with --dry-run, count) what retention lets go (worker/retention.py)."""
+    from worker import retention
+
+    print(retention.run(_ctx(), args.older_than, dry_run=args.dry_run))
+    return 0
+
+
+def _days(raw: str) -> float:
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1.0
+    if not days > 0 or days == float("inf"):
+        raise argparse.ArgumentTypeError(f"DAYS must be a number above 0, not {raw!r}")
+    return days
 
 
 def _add_stack_commands(add: Callable[..., argparse.ArgumentParser]) -> None:

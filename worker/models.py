@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -130,6 +131,10 @@ class DistributionRequest(Base):
         Index("ix_requests_created", "created_at", "id"),
         Index("ix_requests_unpublished", "published_at"),
         UniqueConstraint("created_by", "idempotency_key", name="uq_requests_caller_key"),
+        # Lists filtered by user, project or state, newest first, and their cursor (0006).
+        Index("ix_requests_user_created", "user_id", "created_at", "id"),
+        Index("ix_requests_project_created", "project_id", "created_at", "id"),
+        Index("ix_requests_state_created", "state", "created_at", "id"),
     )
 
 
@@ -186,6 +191,7 @@ class WebhookEvent(Base):
         Index("ix_webhooks_unprocessed", "processed_at"),
         # The dispatch's "was this build rejected?": one probe (migration 0005).
         Index("ix_webhooks_upload_event", "upload_id", "event"),
+        Index("ix_webhooks_received", "received_at"),  # retention (0006)
     )
 
 
@@ -203,3 +209,29 @@ class PacingFence(Base):
     user_id: Mapped[str] = mapped_column(String(24), primary_key=True)
     not_before_us: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MetricTotal(Base):
+    """A /metrics count, kept by triggers (migration 0006): requests by state, attempts by
+    outcome, the delay histogram's buckets (`series`, `label`); `total` is a sum of seconds."""
+
+    __tablename__ = "metric_totals"
+
+    series: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Float)
+
+
+class MetricDelta(Base):
+    """A change to a MetricTotal not yet folded in (PostgreSQL's statement triggers)."""
+
+    __tablename__ = "metric_deltas"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    series: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(64))
+    n: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Float)

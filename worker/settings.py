@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     api_threads: int = Field(8, ge=1)
     operators: str = ""
     max_waiting_per_user: int = Field(1000, ge=1)
+    # History (README, Retention): unset keeps every record; /metrics open unless a token.
+    retention_days: float | None = Field(None, gt=0)
+    metrics_token: SecretStr | None = None
 
     # Pacer tuning (not in INTERFACE.md; documented in the README).
     # The lead covers the claim's SQL and opening the connection (DNS, TCP, TLS).

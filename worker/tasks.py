@@ -92,6 +92,17 @@ def _take_turn(ctx: Context) -> bool:
         return True  # the pass meets the same error and says so
 
 
+@app.task(name="spdist.housekeep", acks_late=False)
+def housekeep() -> dict[str, int]:
+    """Fold the /metrics deltas into their totals; prune expired history, a few batches."""
+    from worker import retention, tallies
+
+    ctx = get_context()
+    with ctx.sessions.kw["bind"].connect() as conn:
+        folded = tallies.compact_all(conn)
+    return {"folded": folded, **retention.scheduled(ctx).rows}
+
+
 @app.task(name="spdist.enqueue", acks_late=True)
 def enqueue(**body: object) -> dict[str, object]:
     """`send_task("spdist.enqueue", kwargs={"userId", "projectId", "uploadId", ...})`.

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from worker import ledger
+from worker import lane_views, ledger
 from worker.context import Context
 from worker.errors import PacerUnavailable, ValidationError
 from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
@@ -84,10 +84,17 @@ def lane(ctx: Context, session: Session, user_id: str) -> Lane:
         .where(DistributionRequest.user_id == user_id, DistributionRequest.state.in_(WAITING))
         .order_by(DistributionRequest.priority.desc(), DistributionRequest.seq)
     ).all()
-    start = next_slot_at(ctx, session, user_id)
+    return _timed(ctx, user_id, list(rows), next_slot_at(ctx, session, user_id))
+
+
+def _timed(ctx: Context, user_id: str, rows: list[DistributionRequest], start: datetime) -> Lane:
+    """A lane of `rows` (in lane order) whose next slot opens at `start`."""
     gap = timedelta(seconds=ctx.settings.min_interval_s + ctx.settings.guard_s)
-    ready = [r for r in rows if r.next_attempt_at is None or r.next_attempt_at <= start]
-    later = sorted((r for r in rows if r not in ready), key=lambda r: r.next_attempt_at or start)
+    ready: list[DistributionRequest] = []
+    later: list[DistributionRequest] = []
+    for r in rows:  # one pass: `r not in ready` made a long lane quadratic
+        (ready if r.next_attempt_at is None or r.next_attempt_at <= start else later).append(r)
+    later.sort(key=lambda r: r.next_attempt_at or start)
     items, t = [], start
     for pos, req in enumerate([*ready, *later], start=1):
         t = max(t, req.next_attempt_at or t)
@@ -97,14 +104,22 @@ def lane(ctx: Context, session: Session, user_id: str) -> Lane:
 
 
 def lanes(ctx: Context, session: Session) -> list[Lane]:
-    """Every lane with waiting requests."""
-    users = session.scalars(
-        select(DistributionRequest.user_id)
+    """Every lane with waiting requests: one SQL read of the waiting rows (never the
+    history), and every next slot in one batch (worker/lane_views.py)."""
+    rows = session.scalars(
+        select(DistributionRequest)
         .where(DistributionRequest.state.in_(WAITING))
-        .distinct()
-        .order_by(DistributionRequest.user_id)
+        .order_by(
+            DistributionRequest.user_id,
+            DistributionRequest.priority.desc(),
+            DistributionRequest.seq,
+        )
     ).all()
-    return [lane(ctx, session, u) for u in users]
+    by_user: dict[str, list[DistributionRequest]] = {}
+    for req in rows:
+        by_user.setdefault(req.user_id, []).append(req)
+    starts = lane_views.next_slots(ctx, session, list(by_user))
+    return [_timed(ctx, u, reqs, starts[u]) for u, reqs in by_user.items()]
 
 
 def attempt_dict(a: DistributionAttempt) -> dict[str, Any]:
@@ -194,14 +209,11 @@ def list_distributions(
         q = q.where(DistributionRequest.state == state)
     if cursor:
         created, request_id = decode_cursor(cursor)
-        q = q.where(
-            or_(
-                DistributionRequest.created_at < created,
-                and_(
-                    DistributionRequest.created_at == created, DistributionRequest.id < request_id
-                ),
-            )
-        )
+        # A row comparison, which an index on (…, created_at, id) reads as a range; the same
+        # condition spelt with OR was a filter, so a deep page walked every newer row first
+        # (7.5 s on a history of 600,000 requests, against 0.13 ms).
+        r = DistributionRequest
+        q = q.where(tuple_(r.created_at, r.id) < tuple_(created, request_id))
     q = q.order_by(DistributionRequest.created_at.desc(), DistributionRequest.id.desc())
     rows = list(session.scalars(q.limit(limit + 1)).all())
     more = len(rows) > limit

@@ -1,15 +1,17 @@
-"""`/healthz`, `/readyz` and `/metrics`: no token; they say nothing secret."""
+"""`/healthz`, `/readyz` and `/metrics`: no API token (SPDIST_METRICS_TOKEN may guard /metrics)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
+from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.deps import CtxDep
+from api.deps import CtxDep, token_ok
 from api.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -50,10 +52,21 @@ def _check(probe: object) -> str:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
-def metrics(ctx: CtxDep) -> Response:
-    """Prometheus text, computed from SQL (and the pacer) at scrape time."""
+def metrics(ctx: CtxDep, authorization: Annotated[str | None, Header()] = None) -> Response:
+    """Prometheus text, read from SQL (and the pacer) at scrape time; with
+    SPDIST_METRICS_TOKEN set, only for `Authorization: Bearer <it>` (else 401)."""
     from api.metrics import registry_for
     from api.metrics_ops import OpsCollector
+
+    want = ctx.settings.metrics_token
+    if want is not None:
+        scheme, given = get_authorization_scheme_param(authorization)
+        if scheme.lower() != "bearer" or not token_ok(given, [want.get_secret_value()]):
+            return JSONResponse(
+                {"detail": "/metrics wants the bearer token SPDIST_METRICS_TOKEN"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     registry = registry_for(ctx)
     registry.register(OpsCollector(ctx))
