@@ -145,7 +145,9 @@ def _dispatch_reserved(ctx: Context, conn: Connection, req: Snapshot, ticket: Ti
     plan = outcomes.plan(ctx.settings, req, answer, left_us)
     recorded = _record(ctx, conn, req, claimed, plan, fence_us)
     _settle(ctx, req, ticket, plan)
-    if recorded:  # webhook events that came during the call are acted on now (issue 12)
+    # Webhook events that came during the call are acted on now; one probe finds whether any
+    # did (a build Streampixel rejected is refused before its call: see `_dispatch`).
+    if recorded and ledger.pending_events(conn, req.upload_id):
         webhooks.after_outcome(ctx, req.upload_id)
     return plan.outcome if recorded else "lease-lost"
 

@@ -349,7 +349,15 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
+# Webhook events of an upload not acted on yet: the dispatch's check after its record.
+PENDING_EVENTS: Any = (
+    select(literal_column("1"))
+    .where(W.upload_id == bindparam("upload"), W.processed_at.is_(None))
+    .limit(1)
+)
+
 LOAD_DIRECT = Direct(LOAD)
+PENDING_EVENTS_DIRECT = Direct(PENDING_EVENTS)
 CLAIM_DIRECT = Direct(CLAIM_ONE_STATEMENT)
 RECORD_DIRECT = Direct(RECORD_ONE_STATEMENT)
 UNCLAIM_DIRECT = Direct(UNCLAIM_ONE_STATEMENT)
@@ -407,6 +415,15 @@ def load(conn: Connection, request_id: str) -> Loaded | None:
     if row is None:
         return None
     return Loaded(Snapshot(*row[:-3]), int(row[-3] or 0), not row[-2], bool(row[-1]))
+
+
+def pending_events(conn: Connection, upload_id: str) -> bool:
+    """Whether webhook events of this upload wait to be acted on."""
+    if one_statement(conn):
+        return bool(PENDING_EVENTS_DIRECT.rows(conn, {"upload": upload_id}))
+    found = conn.execute(PENDING_EVENTS, {"upload": upload_id}).first()
+    conn.commit()
+    return found is not None
 
 
 def waiting_and_floor(conn: Connection, user_id: str) -> tuple[list[Snapshot], int]:

@@ -158,29 +158,10 @@ def after_outcome(ctx: Context, upload_id: str) -> int:
             ).all()
         for event_id in ids:
             process(ctx, event_id)
-        _still_rejected(ctx, upload_id)
         return len(ids)
     except Exception as exc:  # noqa: BLE001 - the reconciler processes what is left
         log.warning("webhook events of upload %s wait for the reconciler: %s", upload_id, exc)
         return 0
-
-
-def _still_rejected(ctx: Context, upload_id: str) -> None:
-    """A request enqueued after its build was rejected ends `failed` after its first call
-    rather than retrying "no URL" for hours: Streampixel sends nothing after a rejection."""
-    with ctx.sessions() as session:
-        ev = session.scalars(
-            select(WebhookEvent)
-            .where(
-                WebhookEvent.upload_id == upload_id,
-                WebhookEvent.event == "build.rejected",
-                WebhookEvent.processed_at.is_not(None),
-            )
-            .order_by(WebhookEvent.id.desc())
-            .limit(1)
-        ).first()
-    if ev is not None:
-        _rejected(ctx, ev)
 
 
 def process_pending_webhooks(ctx: Context, *, older_than_s: float = 5.0, limit: int = 100) -> int:
