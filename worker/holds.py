@@ -25,17 +25,26 @@ R = ledger.R
 # A newer held request replaces every older held one of its project (and user).
 SUPERSEDE_HELD = (
     update(ledger.REQUESTS)
-    .where(R.project_id == bindparam("pid"), R.user_id == bindparam("uid"),
-           R.state == State.HELD, R.id != bindparam("by"))
+    .where(
+        R.project_id == bindparam("pid"),
+        R.user_id == bindparam("uid"),
+        R.state == State.HELD,
+        R.id != bindparam("by"),
+    )
     .values(state=State.SUPERSEDED, superseded_by=bindparam("by"), updated_at=bindparam("now"))
-)  # fmt: skip
+)
 
 RELEASE = (
     update(ledger.REQUESTS)
     .where(R.id == bindparam("rid"), R.state == State.HELD)
-    .values(state=State.QUEUED, seq=bindparam("seq"), published_at=None,
-            next_attempt_at=None, updated_at=bindparam("now"))
-)  # fmt: skip
+    .values(
+        state=State.QUEUED,
+        seq=bindparam("seq"),
+        published_at=None,
+        next_attempt_at=None,
+        updated_at=bindparam("now"),
+    )
+)
 
 
 def enqueue_held(ctx: Context, values: dict[str, Any], coalesce: bool) -> DistributionRequest:
@@ -53,8 +62,12 @@ def enqueue_held(ctx: Context, values: dict[str, Any], coalesce: bool) -> Distri
 
 
 def _supersede_held(conn: Connection, values: dict[str, Any]) -> None:
-    params = {"pid": values["project_id"], "uid": values["user_id"], "by": values["id"],
-              "now": values["updated_at"]}  # fmt: skip
+    params = {
+        "pid": values["project_id"],
+        "uid": values["user_id"],
+        "by": values["id"],
+        "now": values["updated_at"],
+    }
     conn.execute(SUPERSEDE_HELD, params)
 
 
@@ -84,6 +97,5 @@ def _supersede_queued(conn: Connection, req: DistributionRequest, now: Any) -> A
     Only once `req` is still held: a repeated release must not supersede anything."""
     if req.state != State.HELD:
         return None
-    values = {"project_id": req.project_id, "user_id": req.user_id, "id": req.id,
-              "updated_at": now}  # fmt: skip
+    values = {"project_id": req.project_id, "user_id": req.user_id, "id": req.id, "updated_at": now}
     return ledger.supersede(conn, values)

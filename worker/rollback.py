@@ -47,8 +47,9 @@ def choose(
     target = session.scalars(query).first()
     if target is None:
         named = f"upload {to_upload_id}" if to_upload_id else "an earlier upload"
-        raise NotFoundError(f"project {project_id} has no {named} that reached succeeded or "
-                            "confirmed")  # fmt: skip
+        raise NotFoundError(
+            f"project {project_id} has no {named} that reached succeeded or confirmed"
+        )
     return latest, target
 
 
@@ -61,8 +62,9 @@ def rollback(
     target_upload = None if to_upload_id is None else validation.hex24("toUploadId", to_upload_id)
     with ctx.sessions() as session:
         latest, target = choose(session, project, target_upload)
-    new = distributions.validate(ctx, latest.user_id, project, target.upload_id, PRIORITY,
-                                 created_by=caller or callers.CLI)  # fmt: skip
+    new = distributions.validate(
+        ctx, latest.user_id, project, target.upload_id, PRIORITY, created_by=caller or callers.CLI
+    )
     values = distributions.new_values(new)
     values["last_message"] = (
         f"rollback from upload {latest.upload_id} (distribution {latest.id}) to upload "

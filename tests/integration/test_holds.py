@@ -49,12 +49,20 @@ class NoCall:
 
 @pytest.fixture
 def api(db_url: str, redis_url: str) -> Iterator[tuple[TestClient, Context]]:
-    ctx = make_ctx(db_url, redis_url, [], api_keys={USER: "sk-hold-1", AUTO_USER: "sk-hold-2"},
-                   api_tokens=TOKENS, operators="ops", min_interval_s=3600,
-                   auto_distribute={HELD_PROJECT: AUTO_USER, OPEN_PROJECT: AUTO_USER},
-                   hold_projects=HELD_PROJECT.upper())  # fmt: skip
+    sent: list[Any] = []  # the dispatch messages (wakes) the context publishes
+    ctx = make_ctx(
+        db_url,
+        redis_url,
+        sent,
+        api_keys={USER: "sk-hold-1", AUTO_USER: "sk-hold-2"},
+        api_tokens=TOKENS,
+        operators="ops",
+        min_interval_s=3600,
+        auto_distribute={HELD_PROJECT: AUTO_USER, OPEN_PROJECT: AUTO_USER},
+        hold_projects=HELD_PROJECT.upper(),
+    )
     ctx.client_factory = NoCall  # type: ignore[assignment]
-    ctx.sent = ctx.publish.__closure__[0].cell_contents  # type: ignore[attr-defined,union-attr]
+    ctx.sent = sent  # type: ignore[attr-defined]
     try:
         with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
             yield c, ctx
@@ -142,8 +150,9 @@ def test_auto_distribution_of_a_hold_project_starts_held(api: tuple[TestClient, 
     _, ctx = api
     up_held, up_open = uuid.uuid4().hex[:24], uuid.uuid4().hex[:24]
     for project, up in ((HELD_PROJECT, up_held), (OPEN_PROJECT, up_open)):
-        event_id = webhooks.store(ctx, {"event": "build.approved", "projectId": project,
-                                        "uploadId": up})  # fmt: skip
+        event_id = webhooks.store(
+            ctx, {"event": "build.approved", "projectId": project, "uploadId": up}
+        )
         assert event_id is not None
         assert "auto-distributed" in webhooks.process(ctx, event_id)
     with ctx.sessions() as session:
@@ -151,16 +160,24 @@ def test_auto_distribution_of_a_hold_project_starts_held(api: tuple[TestClient, 
     assert (rows[up_held].state, rows[up_open].state) == ("held", "queued")
     assert not in_lane(ctx, rows[up_held].id, AUTO_USER)
     assert in_lane(ctx, rows[up_open].id, AUTO_USER)
-    again = webhooks.store(ctx, {"event": "build.approved", "projectId": HELD_PROJECT,
-                                 "uploadId": up_held, "status": "again"})  # fmt: skip
+    again = webhooks.store(
+        ctx,
+        {
+            "event": "build.approved",
+            "projectId": HELD_PROJECT,
+            "uploadId": up_held,
+            "status": "again",
+        },
+    )
     assert again is not None and "not needed" in webhooks.process(ctx, again)
 
 
 def test_rejected_build_fails_its_held_request(api: tuple[TestClient, Context]) -> None:
     c, ctx = api
     held = c.post("/v1/distributions", json=body(hold=True), headers=CI).json()
-    event_id = webhooks.store(ctx, {"event": "build.rejected", "projectId": f"{1:024x}",
-                                    "uploadId": f"{1:024x}"})  # fmt: skip
+    event_id = webhooks.store(
+        ctx, {"event": "build.rejected", "projectId": f"{1:024x}", "uploadId": f"{1:024x}"}
+    )
     assert event_id is not None and webhooks.process(ctx, event_id) == "failed 1"
     assert c.get(f"/v1/distributions/{held['id']}", headers=CI).json()["state"] == "failed"
 
@@ -173,8 +190,13 @@ def test_hold_must_be_a_boolean(api: tuple[TestClient, Context]) -> None:
 
 @pytest.fixture
 def env(db_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return spdist_env(db_url, redis_url, "http://127.0.0.1:9/x", {USER: "sk-hold-cli"},
-                      SPDIST_MIN_INTERVAL_S="3600")  # fmt: skip
+    return spdist_env(
+        db_url,
+        redis_url,
+        "http://127.0.0.1:9/x",
+        {USER: "sk-hold-cli"},
+        SPDIST_MIN_INTERVAL_S="3600",
+    )
 
 
 def test_hold_release_and_cancel_from_the_command_line(env: dict[str, str]) -> None:
