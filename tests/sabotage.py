@@ -210,6 +210,20 @@ CASES += (
     Case("retention: the pacing floor", "prune's keeping of each user's newest attempt",
          "tests/integration/test_history.py::test_prune_keeps_what_is_still_needed",
          (("worker/retention.py", "        ~holds_floor(),\n", ""),)),
+    Case("held request placed in a lane", "enqueue's `held` branch (stored queued, published)",
+         f"{INTEG}/test_holds.py::test_held_request_is_in_no_lane_until_released",
+         (("worker/distributions.py", "    if new.hold:  # no lane, no Redis", "    if False:  # no lane, no Redis"),)),
+    Case("held request dispatchable", "`held` kept out of WAITING (the reconciler refills, a dispatch claims)",
+         f"{INTEG}/test_holds.py::test_held_request_is_in_no_lane_until_released",
+         (("worker/models.py", "WAITING = (State.QUEUED, State.RETRYING)\n",
+           "WAITING = (State.HELD, State.QUEUED, State.RETRYING)\n"),)),
+    Case("supersede of held", "the newer held request's supersede of the older one",
+         f"{INTEG}/test_holds.py::test_cancel_and_supersede_a_held_request",
+         (("worker/holds.py", "        if coalesce:\n            _supersede_held(conn, values)\n", ""),)),
+    Case("rollback's choice of upload", "`choose` skipping the latest upload (it rolls back to itself)",
+         f"{INTEG}/test_rollback.py::test_rollback_picks_the_previous_distributed_upload_and_goes_first",
+         (("worker/rollback.py", "        query = query.where(R.upload_id != latest.upload_id)\n",
+           "        query = query.where(R.upload_id == R.upload_id)\n"),)),
 )  # fmt: skip
 
 
