@@ -17,7 +17,7 @@ from api.main import create_app
 from tests.integration.test_api import close, make_ctx
 from tests.integration.test_cli import spdist
 from tests.procs import spdist_env
-from worker import backpressure, dispatch, reconcile, webhooks
+from worker import backpressure, dispatch, distributions, reconcile, webhooks
 from worker.context import Context
 from worker.models import DistributionAttempt, DistributionRequest
 
@@ -215,3 +215,31 @@ def test_hold_release_and_cancel_from_the_command_line(env: dict[str, str]) -> N
     assert again.returncode == 1 and "not held" in again.stderr
     third = spdist(env, "enqueue", *ids, "--upload", "cf" * 12, "--hold").stdout.strip()
     assert spdist(env, "cancel", third).stdout.split() == [third, "cancelled"]
+
+
+def test_the_celery_task_may_start_a_request_held(api: tuple[TestClient, Context]) -> None:
+    _, ctx = api
+    answer = distributions.enqueue_message(ctx, body(upload=5, hold=True, createdBy="pipeline"))
+    assert answer["state"] == "held" and not in_lane(ctx, str(answer["id"]))
+    refused = distributions.enqueue_message(ctx, body(upload=6, hold="true"))
+    assert refused["field"] == "hold"
+
+
+def test_held_requests_count_against_the_cap(db_url: str, redis_url: str) -> None:
+    ctx = make_ctx(
+        db_url,
+        redis_url,
+        [],
+        api_keys={USER: "sk-hold-cap"},
+        api_tokens=TOKENS,
+        max_waiting_per_user=1,
+    )
+    try:
+        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+            assert c.post("/v1/distributions", json=body(hold=True), headers=CI).status_code == 202
+            full = c.post("/v1/distributions", json=body(2, 2), headers=CI)  # the fast path
+            assert full.status_code == 429 and "Retry-After" in full.headers
+            held = c.post("/v1/distributions", json=body(3, 3, hold=True), headers=CI)
+            assert held.status_code == 429
+    finally:
+        close(ctx)
