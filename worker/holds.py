@@ -73,7 +73,8 @@ def _supersede_held(conn: Connection, values: dict[str, Any]) -> None:
 
 def release(ctx: Context, request_id: str, caller: str | None = None) -> DistributionRequest:
     """Put a held request in line (at the end of its lane by its priority, or in the place
-    of the project's queued request it supersedes when it coalesces) and wake the lane."""
+    of the project's queued request it supersedes when it coalesces) and wake the lane;
+    with Redis down it stays queued in SQL and the outbox publishes it."""
     with ctx.sessions.begin() as session:
         req = distributions.get(session, request_id)
         distributions.authorize(ctx, caller, req, "release")
@@ -94,7 +95,7 @@ def release(ctx: Context, request_id: str, caller: str | None = None) -> Distrib
 
 def _supersede_queued(conn: Connection, req: DistributionRequest, now: Any) -> Any:
     """The project's oldest queued request, now superseded by `req` (None if there is none).
-    Only once `req` is still held: a repeated release must not supersede anything."""
+    Only while `req` is held: a repeated release must not supersede anything."""
     if req.state != State.HELD:
         return None
     values = {"project_id": req.project_id, "user_id": req.user_id, "id": req.id, "updated_at": now}
