@@ -78,8 +78,9 @@ class AsyncEnqueue:
 
     @staticmethod
     def serves(new: NewDistribution) -> bool:
-        """Whether this path takes `new`: coalescing requests (the one-statement insert)."""
-        return new.coalesce
+        """Whether this path takes `new`: coalescing requests (the one-statement insert),
+        not held ones (they go to no lane)."""
+        return new.coalesce and not new.hold
 
     async def open(self) -> None:
         await self.pool.open(wait=False)

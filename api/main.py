@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import docs
 from api.edge import AuthFirst
 from api.enqueue_async import AsyncEnqueue
-from api.routes import distributions, health, ui, users, webhooks
+from api.routes import distributions, health, projects, ui, users, webhooks
 from worker import firstrun
 from worker import webhooks as webhook_service
 from worker.context import Context, get_context
@@ -123,6 +123,7 @@ def create_app(
     app.state.announce_webhook = announce_webhook or webhook_service.announce
     for router in (distributions.router, users.router, webhooks.router, health.router):
         app.include_router(router)
+    app.include_router(projects.router)
     app.include_router(ui.router)
     docs.install(app)
     _add_error_handlers(app)

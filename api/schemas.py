@@ -24,6 +24,17 @@ class DistributionIn(BaseModel):
     coalesce: StrictBool = Field(
         True, description="Replace a queued request of the same project instead of queueing."
     )
+    hold: StrictBool = Field(False, description="Start `held`: in no lane until `POST …/release`.")
+
+
+class RollbackIn(BaseModel):
+    """Body of `POST /v1/projects/{projectId}/rollback`; all optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    toUploadId: Hex24 | None = Field(
+        None, description="Roll back to this upload (it must have reached succeeded/confirmed)."
+    )
 
 
 class Attempt(BaseModel):

@@ -12,24 +12,32 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, bindparam, func, literal_column, select
 
 from worker import ledger
 from worker.context import Context
 from worker.errors import TooManyWaiting
-from worker.models import utcnow
+from worker.models import PENDING, utcnow
 from worker.outcomes import from_us
 
 R = ledger.R
+
+
+def pending(state: Any) -> ColumnElement[bool]:
+    """`state IN ('held', 'queued', 'retrying')`, written into the SQL: a held request takes
+    no slot but is waiting all the same, and counts against the cap."""
+    return state.in_([literal_column(f"'{s.value}'") for s in PENDING])  # type: ignore[no-any-return]
+
+
 COUNT_WAITING = (
     select(func.count())
     .select_from(ledger.REQUESTS)
-    .where(R.user_id == bindparam("uid"), ledger.waiting(R.state))
+    .where(R.user_id == bindparam("uid"), pending(R.state))
 )
 # The API's batched enqueue (PostgreSQL): the waiting of every user of a batch at once.
 COUNT_WAITING_BY_USER = (
     select(R.user_id, func.count())
-    .where(R.user_id == func.any(bindparam("uids")), ledger.waiting(R.state))
+    .where(R.user_id == func.any(bindparam("uids")), pending(R.state))
     .group_by(R.user_id)
 )
 COUNT_WAITING_BY_USER_DIRECT = ledger.Direct(COUNT_WAITING_BY_USER)

@@ -62,9 +62,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from worker import distributions, views
 
     ctx = _ctx()
-    new = distributions.validate(
-        ctx, args.user, args.project, args.upload, args.priority, not args.no_coalesce
-    )
+    ids = (args.user, args.project, args.upload)
+    new = distributions.validate(ctx, *ids, args.priority, not args.no_coalesce, hold=args.hold)
     req = distributions.enqueue(ctx, new)
     if args.json:
         with ctx.sessions() as session:
@@ -148,6 +147,30 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    """Put a held request in line."""
+    from worker import holds
+
+    ctx = _ctx()
+    req = holds.release(ctx, _full_id(ctx, args.id))
+    print(f"{req.id} {req.state}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Distribute again the project's previous upload that reached Streampixel."""
+    from worker import distributions, rollback, views
+
+    ctx = _ctx()
+    req = rollback.rollback(ctx, args.project, args.to)
+    if args.json:
+        with ctx.sessions() as session:
+            _print_json(views.describe(ctx, session, distributions.get(session, req.id)))
+    else:
+        print(f"{req.id} {req.last_message}")
+    return 0
+
+
 def _full_id(ctx: Any, given: str) -> str:
     from worker.cli_view import resolve_id
 
@@ -190,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--upload", required=True)
     sp.add_argument("--priority", type=int, default=0)
     sp.add_argument("--no-coalesce", action="store_true")
+    sp.add_argument("--hold", action="store_true", help="start held, until `spdist release`")
     sp.add_argument("--json", action="store_true")
     sp = add("show", cmd_show, "Show one distribution with its attempts.")
     sp.add_argument("id")
@@ -206,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("prune", cmd_prune, "Delete finished requests older than DAYS, with their attempts.")
     sp.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
     sp.add_argument("--dry-run", action="store_true")
-    for name, fn in (("cancel", cmd_cancel), ("retry", cmd_retry)):
+    sp = add("rollback", cmd_rollback, (cmd_rollback.__doc__ or "").strip())
+    sp.add_argument("--project", required=True)
+    sp.add_argument("--to", metavar="UPLOAD", help="this upload instead of the previous one")
+    sp.add_argument("--json", action="store_true")
+    for name, fn in (("cancel", cmd_cancel), ("retry", cmd_retry), ("release", cmd_release)):
         add(name, fn, (fn.__doc__ or "").strip()).add_argument("id")
     _add_stack_commands(add)
     return p

@@ -23,7 +23,7 @@ from worker.errors import (
     TooManyWaiting,
     ValidationError,
 )
-from worker.models import WAITING, DistributionRequest, State, new_id, utcnow
+from worker.models import PENDING, DistributionRequest, State, new_id, utcnow
 from worker.pacer import Placed, lane_member
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class NewDistribution:
     priority: int = 0
     coalesce: bool = True
     created_by: str = callers.CLI
+    hold: bool = False  # start `held`, in no lane until released (worker/holds.py)
 
 
 def validate(
@@ -50,6 +51,7 @@ def validate(
     coalesce: object = True,
     *,
     created_by: str = callers.CLI,
+    hold: object = False,
 ) -> NewDistribution:
     """Check ids, priority and coalesce (worker/validation.py) and that the user has a key;
     raises ValidationError naming the field."""
@@ -58,9 +60,10 @@ def validate(
     upload = validation.hex24("uploadId", upload_id)
     rank = validation.priority(priority)
     replace = validation.flag("coalesce", coalesce)
+    held = validation.flag("hold", hold)
     if user not in ctx.keyring:
         raise ValidationError("no API key is configured for this userId", field="userId")
-    return NewDistribution(user, project, upload, rank, replace, created_by)
+    return NewDistribution(user, project, upload, rank, replace, created_by, held)
 
 
 class LaneEntry(Protocol):
@@ -112,6 +115,10 @@ def enqueue_placed(
     idle). published_at stays empty: the reconciler marks rows it finds in their lane.
     """
     values = new_values(new, idempotency_key, request_hash)
+    if new.hold:  # no lane, no Redis: a transaction of its own, off the hot path
+        from worker import holds  # holds builds on this module
+
+        return holds.enqueue_held(ctx, values, new.coalesce), None
     engine = autocommit_engine(ctx.sessions.kw["bind"])
     with engine.connect() as conn:  # Core: a third of an ORM unit of work
         if ledger.one_statement(conn):  # one statement, autocommitted: one round trip
@@ -221,7 +228,7 @@ def cancel(ctx: Context, request_id: str, caller: str | None = None) -> Distribu
         authorize(ctx, caller, req, "cancel")
         done = session.execute(
             update(DistributionRequest)
-            .where(DistributionRequest.id == request_id, DistributionRequest.state.in_(WAITING))
+            .where(DistributionRequest.id == request_id, DistributionRequest.state.in_(PENDING))
             .values(state=State.CANCELLED, next_attempt_at=None, updated_at=utcnow())
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]
@@ -269,12 +276,16 @@ def _reload(ctx: Context, request_id: str) -> DistributionRequest:
 
 def body_hash(new: NewDistribution) -> str:
     """sha256 of the canonical (validated, defaults filled in) request body."""
-    canonical = json.dumps(asdict(new), sort_keys=True, separators=(",", ":"))
+    fields = asdict(new)
+    if not new.hold:  # the hash of a body without `hold` stays what it was before it existed
+        del fields["hold"]
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 MESSAGE_FIELDS = {
-    *("userId", "projectId", "uploadId", "priority", "coalesce", "idempotencyKey", "createdBy")
+    *("userId", "projectId", "uploadId", "priority", "coalesce", "idempotencyKey", "createdBy"),
+    "hold",
 }
 
 
@@ -293,6 +304,7 @@ def enqueue_message(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
             body.get("priority", 0),
             body.get("coalesce", True),
             created_by=_task_caller(body),
+            hold=body.get("hold", False),
         )
         key = body.get("idempotencyKey")
         if key is None:

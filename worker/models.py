@@ -36,9 +36,14 @@ class State(StrEnum):
     DEAD = "dead"
     CANCELLED = "cancelled"
     SUPERSEDED = "superseded"
+    HELD = "held"
 
 
+# In a lane (or about to be): what a dispatch may claim. `held` is never among them.
 WAITING = (State.QUEUED, State.RETRYING)
+# Waiting for a call, in a lane or held back from one: what back-pressure counts and
+# cancel or build.rejected may end.
+PENDING = (State.HELD, *WAITING)
 TERMINAL = (
     State.SUCCEEDED,
     State.CONFIRMED,

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     # History (README, Retention): unset keeps every record; /metrics open unless a token.
     retention_days: float | None = Field(None, gt=0)
     metrics_token: SecretStr | None = None
+    hold_projects: str = ""
 
     # Pacer tuning (not in INTERFACE.md; documented in the README).
     # The lead covers the claim's SQL and opening the connection (DNS, TCP, TLS).
@@ -129,6 +130,11 @@ class Settings(BaseSettings):
     def operator_names(self) -> frozenset[str]:
         """SPDIST_OPERATORS: callers that may act on every caller's requests."""
         return frozenset(n.strip() for n in self.operators.split(",") if n.strip())
+
+    @cached_property
+    def hold_project_ids(self) -> frozenset[str]:
+        """SPDIST_HOLD_PROJECTS: projects whose auto-distributed requests start `held`."""
+        return frozenset(p.strip().lower() for p in self.hold_projects.split(",") if p.strip())
 
     def start_problems(self) -> tuple[list[str], list[str]]:
         """(errors, warnings) worth saying when a process starts; errors stop it."""

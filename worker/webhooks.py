@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session
 from worker import callers, distributions
 from worker.context import Context
 from worker.errors import ConflictError, PacerUnavailable, TooManyWaiting, ValidationError
-from worker.models import WAITING, DistributionRequest, State, WebhookEvent, utcnow
+from worker.models import PENDING, DistributionRequest, State, WebhookEvent, utcnow
 
 log = logging.getLogger(__name__)
-ACTIVE = (*WAITING, State.DISPATCHING, State.SUCCEEDED, State.CONFIRMED)
+ACTIVE = (*PENDING, State.DISPATCHING, State.SUCCEEDED, State.CONFIRMED)
 
 
 def store(ctx: Context, payload: dict[str, Any]) -> int | None:
@@ -279,7 +279,10 @@ def _auto_distribute(ctx: Context, ev: WebhookEvent) -> str:
         # Under spdist's own caller name (a `:` no token's name holds): no caller can take
         # this key in advance, nor see the request as its own.
         project, upload = ev.project_id or "", ev.upload_id or ""
-        new = distributions.validate(ctx, user_id, project, upload, created_by=callers.AUTO)
+        hold = project in ctx.settings.hold_project_ids  # SPDIST_HOLD_PROJECTS: wait for a release
+        new = distributions.validate(
+            ctx, user_id, project, upload, created_by=callers.AUTO, hold=hold
+        )
         key = f"build.approved:{ev.id}"
         req, _, _ = distributions.enqueue_once(ctx, new, key, distributions.body_hash(new))
     except (ValidationError, ConflictError, TooManyWaiting) as exc:
@@ -302,7 +305,7 @@ def _rejected(ctx: Context, ev: WebhookEvent) -> str:
     with ctx.sessions.begin() as session:
         rows = session.scalars(
             select(DistributionRequest).where(
-                *_for_upload(ev), DistributionRequest.state.in_(WAITING) | in_flight
+                *_for_upload(ev), DistributionRequest.state.in_(PENDING) | in_flight
             )
         ).all()
         failed = [r for r in rows if _fail(session, r, message)]

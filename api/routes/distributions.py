@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import AuthDep, CallerDep, CtxDep, SessionDep
 from api.enqueue_async import AsyncEnqueue
 from api.schemas import Distribution, DistributionIn, DistributionPage, Hex24, Problem
-from worker import distributions, validation, views
+from worker import distributions, holds, validation, views
 from worker.context import Context
 from worker.models import State
 
@@ -53,7 +53,9 @@ async def create(
 ) -> JSONResponse:
     """Store the request and put it in its user's lane (202); SQL holds it if Redis is down."""
     ids = (body.userId, body.projectId, body.uploadId)
-    new = distributions.validate(ctx, *ids, body.priority, body.coalesce, created_by=caller)
+    new = distributions.validate(
+        ctx, *ids, body.priority, body.coalesce, created_by=caller, hold=body.hold
+    )
     if idempotency_key is not None:
         idempotency_key = validation.idempotency_key(idempotency_key)
     code = status.HTTP_202_ACCEPTED
@@ -131,4 +133,16 @@ def cancel(request_id: str, ctx: CtxDep, caller: CallerDep) -> dict[str, Any]:
 def retry(request_id: str, ctx: CtxDep, caller: CallerDep) -> dict[str, Any]:
     """Put a failed or dead request back in line; 409 for any other state."""
     distributions.retry(ctx, request_id, caller)
+    return _describe(ctx, request_id)
+
+
+@router.post(
+    "/{request_id}/release",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Distribution,
+    responses=CONFLICT,
+)
+def release(request_id: str, ctx: CtxDep, caller: CallerDep) -> dict[str, Any]:
+    """Put a held request in line and wake its lane; 409 unless it is held."""
+    holds.release(ctx, request_id, caller)
     return _describe(ctx, request_id)

@@ -175,6 +175,7 @@ def test_prune_keeps_what_is_still_needed(ctx: Context) -> None:
     gone = [add_request(ctx, user, State.SUCCEEDED, attempts=2) for _ in range(5)]
     kept = {
         "queued": add_request(ctx, user, State.QUEUED),
+        "held": add_request(ctx, user, State.HELD),  # waiting for a release, never finished
         "retrying": add_request(ctx, user, State.RETRYING, attempts=1),
         "dispatching": add_request(ctx, user, State.DISPATCHING, attempts=1, outcome=None),
         "recent": add_request(ctx, user, State.SUCCEEDED, at=utcnow(), attempts=1, free_us=99),
@@ -206,6 +207,7 @@ def test_prune_keeps_what_is_still_needed(ctx: Context) -> None:
         assert s.scalar(select(func.count()).select_from(WebhookEvent)) == 1
     after = tallied(ctx, fold=True)
     assert after[("requests", "succeeded")] == counted[("requests", "succeeded")] - 5
+    assert after[("requests", "held")] == counted[("requests", "held")] == 1
     # counters of calls made never go down when history is deleted
     assert after[("attempts", "rate_limited")] == counted[("attempts", "rate_limited")]
 
