@@ -133,7 +133,7 @@ class StreampixelClient:
         """Whether a prepared connection is open for the next call."""
         url = self._http.base_url
         port = url.port or (443 if url.scheme == "https" else 80)
-        return self._prepared is not None and self._prepared.ready(url, port)
+        return self._prepared is not None and self._prepared.backend.ready(url.host, port)
 
     def distribute(
         self,

@@ -170,9 +170,7 @@ class PreparingBackend(httpcore.NetworkBackend):
 
 
 class PreparedTransport(httpx.HTTPTransport):
-    """httpx's HTTP/1.1 transport on a PreparingBackend, keeping one idle connection: calls
-    that follow each other closely (many users' lanes) reuse it; one left idle for long has
-    usually been closed by the server, and `prepare` opens a new one then."""
+    """httpx's HTTP/1.1 transport on a PreparingBackend, keeping no idle connections."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__()
@@ -184,31 +182,15 @@ class PreparedTransport(httpx.HTTPTransport):
         self._pool.close()
         self._pool = httpcore.ConnectionPool(
             ssl_context=self.ssl_context,
-            max_keepalive_connections=1,
+            max_keepalive_connections=0,
             network_backend=self.backend,
         )
 
     def prepare(self, url: httpx.URL, timeout: float | None) -> None:
-        """Make sure an open connection waits for the next request to `url`: the pool's idle
-        one if it is still good, else one opened now."""
-        port = url.port or (443 if url.scheme == "https" else 80)
-        if self.reusable(url, port):
-            return
+        """Open the connection the next request to `url` will use."""
         tls = self.ssl_context if url.scheme == "https" else None
+        port = url.port or (443 if url.scheme == "https" else 80)
         self.backend.prepare(url.host, port, tls, timeout)
-
-    def reusable(self, url: httpx.URL, port: int) -> bool:
-        """Whether the pool holds an idle connection to `url` that the server has not closed
-        (httpcore's own test: idle, not expired; a readable idle socket counts as closed)."""
-        origin = httpcore.Origin(url.raw_scheme, url.raw_host, port)
-        return any(
-            c.can_handle_request(origin) and c.is_idle() and not c.has_expired()
-            for c in self._pool.connections
-        )
-
-    def ready(self, url: httpx.URL, port: int) -> bool:
-        """Whether the next request to `url` goes out on a connection already open."""
-        return self.reusable(url, port) or self.backend.ready(url.host, port)
 
     def close(self) -> None:
         self.backend.close()
