@@ -7,11 +7,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+# The locked, hashed dependencies first (a layer that changes only with the lock), then
+# spdist itself without re-resolving anything.
+COPY requirements/main.txt ./requirements/main.txt
+RUN pip install --require-hashes -r requirements/main.txt
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY api ./api
 COPY migrations ./migrations
-RUN pip install . && useradd --system --uid 10001 --home-dir /app spdist
+RUN pip install --no-deps . && useradd --system --uid 10001 --home-dir /app spdist
 
 USER spdist
 EXPOSE 8000 5555

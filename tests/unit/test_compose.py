@@ -86,3 +86,9 @@ def test_workers_get_time_to_finish_a_call_on_sigterm(compose: dict[str, Any]) -
     match = re.fullmatch(r"(\d+)s", str(grace))
     assert match, grace
     assert int(match[1]) >= Settings().lease_s
+
+
+def test_the_image_installs_the_locked_dependencies_only() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes -r requirements/main.txt" in dockerfile
+    assert re.search(r"^RUN pip install --no-deps \. ", dockerfile, re.M)
