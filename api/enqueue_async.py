@@ -32,12 +32,13 @@ from redis import RedisError
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from worker import backpressure, keys, ledger
+from worker import backpressure, ledger
 from worker.context import Context, make_async_redis
 from worker.distributions import NewDistribution, member, new_values, score, stored
 from worker.errors import PacerUnavailable
 from worker.models import DistributionRequest
-from worker.pacer import Placed, Wake, placed_from
+from worker.pacer import Placed, Wake
+from worker.pacer.aio import AsyncLanes
 
 log = logging.getLogger(__name__)
 STATEMENT = ledger.SUPERSEDE_AND_INSERT_DIRECT
@@ -67,8 +68,8 @@ class AsyncEnqueue:
             kwargs={"autocommit": True, "row_factory": namedtuple_row, "options": PLAN_EACH_TIME},
             open=False,
         )
-        self.redis = make_async_redis(ctx.settings.redis_url, ctx.settings.redis_master_name)
-        self.wake = self.redis.register_script(ctx.pacer.wake_source)
+        redis = make_async_redis(ctx.settings.redis_url, ctx.settings.redis_master_name)
+        self.lanes = AsyncLanes(ctx.pacer, redis)
         self._waiting: list[Waiting] = []
         self._admitted: Counter[str] = Counter()  # users' requests in a batch being stored
         self._cap_lock = asyncio.Lock()
@@ -91,7 +92,7 @@ class AsyncEnqueue:
         if self._sends:  # and the dispatch messages of lanes it woke are sent
             await asyncio.gather(*self._sends, return_exceptions=True)
         await self.pool.close()
-        await self.redis.aclose()
+        await self.lanes.aclose()
 
     async def enqueue(self, new: NewDistribution) -> Enqueued:
         """Store `new` and put it in its lane, with whatever else is waiting."""
@@ -198,13 +199,9 @@ class AsyncEnqueue:
         """Put each request in its lane (one Redis round trip) and wake the idle lanes."""
         if not batch:
             return []
-        pacer = self.ctx.pacer
-        pipe = self.redis.pipeline(transaction=False)
-        for req, replaced in batch:
-            args = pacer.wake_args(add=(member(req), score(req)), replaces=replaced)
-            await self.wake(keys=keys.lane_keys(req.user_id), args=args, client=pipe)
+        entries = [(req.user_id, member(req), score(req), replaced) for req, replaced in batch]
         try:
-            answers = await pipe.execute(raise_on_error=False)
+            answers = await self.lanes.enqueue_many(entries)
         except RedisError as exc:
             log.warning("%d requests stored; publishing waits for Redis: %s", len(batch), exc)
             return [None] * len(batch)
@@ -212,7 +209,7 @@ class AsyncEnqueue:
         for (req, _), answer in zip(batch, answers, strict=True):
             if isinstance(answer, Exception):
                 log.warning("request %s stored; publishing waits for Redis: %s", req.id, answer)
-            placed.append(None if isinstance(answer, Exception) else placed_from(answer))
+            placed.append(None if isinstance(answer, Exception) else answer)
         wakes = [(req.user_id, p.wake) for (req, _), p in zip(batch, placed, strict=True)
                  if p is not None and p.wake is not None]  # fmt: skip
         if wakes:  # kombu is synchronous: a thread, once per batch with idle lanes

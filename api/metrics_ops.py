@@ -22,7 +22,7 @@ from redis import RedisError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from worker import keys
+from worker.pacer import keys
 from worker.context import Context
 from worker.errors import PacerUnavailable
 from worker.models import WAITING, DistributionAttempt, DistributionRequest, utcnow

@@ -214,7 +214,7 @@ def _copy(engine: Any, rows: list[dict[str, Any]]) -> None:
 
 def fill_lanes(ctx: Context, rows: list[dict[str, Any]], batch: int = 2000) -> None:
     """Put the stored requests in their Redis lanes, as publish() does, pipelined."""
-    from worker import keys
+    from worker.pacer import keys
     from worker.pacer import lane_member
 
     pipe = ctx.pacer.redis.pipeline(transaction=False)

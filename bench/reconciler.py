@@ -28,7 +28,7 @@ class ReconcilerSize:
 
 def _steady_lanes(ctx: Any, users: list[str], interval_s: float) -> None:
     """Every lane as a busy system leaves it: its next slot ahead, a message in flight."""
-    from worker import keys
+    from worker.pacer import keys
 
     now_us = ctx.pacer.now_us()
     pipe = ctx.pacer.redis.pipeline(transaction=False)

@@ -1,12 +1,11 @@
-"""Next free slots of many lanes at once: one Redis command (next_free.lua) and at most one
-SQL read per 1,000 lanes (`spdist lanes`, /metrics). A lane per round trip cost 4.5 s for 500."""
+"""Next free slots of many lanes at once: one Redis command (the pacer's next_free.lua) and
+at most one SQL read per 1,000 lanes (`spdist lanes`, /metrics), never a round trip per lane."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from importlib import resources
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -15,7 +14,7 @@ from redis.commands.core import Script
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker import keys
+from worker.pacer import keys, load_script
 from worker.context import Context
 from worker.models import PacingFence, utcnow
 from worker.outcomes import from_us
@@ -59,8 +58,7 @@ def _script(client: Any) -> Script:
     """next_free.lua registered once per client (redis-py reloads it after a restart)."""
     script = _SCRIPTS.get(client)
     if script is None:
-        source = resources.files("worker").joinpath("next_free.lua").read_text()
-        script = _SCRIPTS[client] = client.register_script(source)
+        script = _SCRIPTS[client] = client.register_script(load_script("next_free.lua"))
     return script
 
 

@@ -11,7 +11,8 @@ from redis import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import dispatch as dispatch_mod
-from worker import keys, reports
+from worker import reports
+from worker.pacer import keys
 from worker import reconcile as reconcile_mod
 from worker.celery_app import app
 from worker.context import Context, get_context

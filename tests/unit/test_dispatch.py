@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from worker import distributions, keys, reconcile
+from worker import distributions, reconcile
+from worker.pacer import keys
 from worker.context import Context, make_pacer
 from worker.db import make_engine
 from worker.dispatch import dispatch

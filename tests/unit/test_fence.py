@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.unit.test_dispatch import PROJECT2, UPLOAD2, USER, Harness, ok
-from worker import keys
+from worker.pacer import keys
 from worker.models import DistributionAttempt, PacingFence
 from worker.pacer import US
 

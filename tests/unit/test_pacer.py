@@ -9,8 +9,7 @@ import fakeredis
 import pytest
 from fakeredis.commands_mixins import server_mixin
 
-from worker import keys
-from worker.pacer import US, Pacer, lane_member
+from worker.pacer import US, Pacer, keys, lane_member
 
 USER = "a" * 24
 INTERVAL = 120.0
@@ -88,7 +87,7 @@ def test_fifo_and_only_the_head_gets_a_slot(pacer: Pacer) -> None:
     pacer.add(USER, [(m(1), 0), (m(2), 0)])
     pacer.reserve(USER, m(2), 0, "x", floor_us=0)  # seeds the state
     reply = pacer.reserve(USER, m(2), 0, "x")
-    assert (reply.kind, reply.value) == ("behind", m(1))
+    assert (reply.kind, reply.head) == ("behind", m(1))
 
 
 def test_higher_priority_goes_first(pacer: Pacer) -> None:
@@ -190,3 +189,13 @@ def test_idle_lanes_are_those_without_a_message_in_flight(pacer: Pacer) -> None:
     lanes = [USER, "b" * 24, "c" * 24]
     assert pacer.idle_lanes(lanes) == [(USER, False), ("c" * 24, True)]
     assert pacer.idle_lanes([]) == []
+
+
+def test_an_answer_of_unknown_kind_is_no_slot() -> None:
+    """A script that answers something new (an older or newer script in Redis) fails closed."""
+    from worker.errors import PacerUnavailable
+    from worker.pacer.lanes import _reply
+
+    with pytest.raises(PacerUnavailable, match="unknown pacer answer"):
+        _reply([b"granted-ish", 1, 2])
+    assert _reply([b"granted", 1, b"5"]).value == 5

@@ -1,16 +1,4 @@
-"""The per-user pacer: one lane per userId in Redis, shared by every worker.
-
-A lane is a sorted set of waiting requests (highest priority first, then oldest) and a
-small hash of pacing state. Every decision is one Lua script on the Redis server's
-clock, so workers on machines with skewed clocks still agree:
-
-    reserve  the head of the lane gets the next slot (at most `lead` ahead of time)
-    fire     right before the HTTP call: the next slot opens `interval` after *now*
-    settle   after the call: put back (429 keeps the head), drop, push next_free
-    wake     which head needs a dispatch message, and when
-
-Any Redis error surfaces as PacerUnavailable: the caller makes no call (fail closed).
-"""
+"""Lanes in Redis: the Pacer class, its replies, and the Lua scripts it runs (scripts/)."""
 
 from __future__ import annotations
 
@@ -18,15 +6,22 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import redis
 
-from worker import keys
+from worker.pacer import keys
 from worker.errors import PacerUnavailable
 
 US = 1_000_000
 T = TypeVar("T")
+
+ReplyKind = Literal["floor", "behind", "busy", "wait", "granted", "fired", "early", "lost", "late"]
+"""What reserve.lua and fire.lua answer (each script's header says when)."""
+SettleAction = Literal["keep", "requeue", "drop"]
+"""What settle.lua does with the member: leave it where it is, put it back, take it out."""
+KINDS: frozenset[str] = frozenset(get_args(ReplyKind))
+TIMED: frozenset[str] = frozenset({"wait", "busy", "granted", "early", "fired"})
 
 
 def lane_member(seq: int, request_id: str, project_id: str, upload_id: str) -> str:
@@ -42,11 +37,13 @@ def parse_member(member: str) -> tuple[int, str, str, str]:
 
 @dataclass(frozen=True)
 class Reply:
-    """A script's answer: what happened, the Redis clock, and one value (slot, head, …)."""
+    """A script's answer: what happened, the Redis clock, and its number (a time for wait,
+    busy, granted and early; the entries left for fired) or, for behind, the lane's head."""
 
-    kind: str
+    kind: ReplyKind
     now_us: int
-    value: Any = None
+    value: int = 0
+    head: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,8 +77,9 @@ def placed_from(raw: Any) -> Placed:
     return Placed(Wake(head, due, now) if head else None, int(raw[3]), int(raw[4]), now)
 
 
-def _load(name: str) -> str:
-    return resources.files("worker").joinpath(name).read_text()
+def load_script(name: str) -> str:
+    """The source of scripts/`name`, for a client of any kind to register."""
+    return resources.files("worker.pacer").joinpath("scripts", name).read_text()
 
 
 class Pacer:
@@ -109,11 +107,11 @@ class Pacer:
         self.wake_grace_ms = int(wake_grace_s * 1000)
         # Idle lanes forget their state; SQL gives the floor back when they wake.
         self.state_ttl_ms = int(max(3600.0, 10 * interval_s) * 1000)
-        self._reserve = client.register_script(_load("reserve.lua"))
-        self._fire = client.register_script(_load("fire.lua"))
-        self._settle = client.register_script(_load("settle.lua"))
-        self._wake = client.register_script(_load("wake.lua"))
-        self._idle = client.register_script(_load("idle.lua"))
+        self._reserve = client.register_script(load_script("reserve.lua"))
+        self._fire = client.register_script(load_script("fire.lua"))
+        self._settle = client.register_script(load_script("settle.lua"))
+        self._wake = client.register_script(load_script("wake.lua"))
+        self._idle = client.register_script(load_script("idle.lua"))
 
     def worst_free_us(self, slot_us: int) -> int:
         """The latest a call granted `slot_us` may leave (fired up to max_late after its slot,
@@ -169,7 +167,7 @@ class Pacer:
         member: str,
         *,
         token: str = "",
-        action: str = "keep",
+        action: SettleAction = "keep",
         score: int = 0,
         not_before_us: int | None = None,
     ) -> int:
@@ -224,19 +222,13 @@ class Pacer:
         burst of duplicate messages from whichever process enqueues next."""
         return self.wake_grace_ms + random.randrange(self.wake_grace_ms // 2 + 1)
 
-    @property
-    def wake_source(self) -> str:
-        """wake.lua's source, for a client of another kind (redis.asyncio) to run."""
-        return str(self._wake.script)
-
     def idle_lanes(self, user_ids: Sequence[str]) -> list[tuple[str, bool]]:
         """Of these lanes, those without a wake marker, as (user_id, queue is empty);
         one script call, however many lanes."""
         if not user_ids:
             return []
-        prefix, wake_suffix = keys.lane_wake("\0").split("\0")
-        queue_suffix = keys.lane_queue("\0").split("\0")[1]
-        raw = self._call(lambda: self._idle(args=[prefix, wake_suffix, queue_suffix, *user_ids]))
+        lane_keys = [k for u in user_ids for k in (keys.lane_wake(u), keys.lane_queue(u))]
+        raw = self._call(lambda: self._idle(keys=lane_keys, args=list(user_ids)))
         return [(_text(raw[i]), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def add(self, user_id: str, entries: Iterable[tuple[str, int]]) -> None:
@@ -265,15 +257,16 @@ class Pacer:
         return int(sec) * US + int(usec)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _reply(raw: list[Any]) -> Reply:
+    """A script's answer, checked: an answer of an unknown kind is an error, never a slot."""
     kind = _text(raw[0])
-    value: Any = raw[2] if len(raw) > 2 else None
-    if isinstance(value, bytes):
-        value = value.decode()
-    if kind in ("wait", "busy", "granted", "early", "fired"):
-        value = int(value)
-    return Reply(kind, int(raw[1]), value)
+    if kind not in KINDS:
+        raise PacerUnavailable(f"unknown pacer answer {kind!r}")
+    extra = _text(raw[2]) if len(raw) > 2 else ""
+    if kind in TIMED:
+        return Reply(kind, int(raw[1]), int(extra))  # type: ignore[arg-type]  # in KINDS
+    return Reply(kind, int(raw[1]), head=extra)  # type: ignore[arg-type]
