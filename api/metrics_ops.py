@@ -22,11 +22,10 @@ from redis import RedisError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from worker.pacer import keys
 from worker.context import Context
 from worker.errors import PacerUnavailable
 from worker.models import WAITING, DistributionAttempt, DistributionRequest, utcnow
-from worker.pacer import US
+from worker.pacer import US, keys
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(minutes=15)

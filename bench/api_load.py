@@ -12,7 +12,7 @@ import httpx
 
 from bench.common import Workspace, env_for, user_ids
 from bench.infra import free_port, postgres_db, reset_redis
-from tests.procs import PY, Proc, wait_for
+from worker.dev.procs import PY, Proc, wait_for
 
 TOKEN = "bench-token"
 

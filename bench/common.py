@@ -7,14 +7,15 @@ import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import insert
 
-from tests.procs import PY, Proc, spdist_env, wait_for
-from worker.context import Context, make_pacer, make_redis
+from worker.context import Context, build_context
+from worker.dev.procs import PY, Proc, spdist_env, wait_for
 from worker.distributions import kick
 from worker.models import DistributionRequest, State, new_id, utcnow
 
@@ -45,27 +46,18 @@ def hex24(n: int) -> str:
 def make_ctx(db_url: str, redis_url: str, interval_s: float, keys: dict[str, str] | None = None,
              keys_file: Path | None = None) -> Context:  # fmt: skip
     """A Context for the benchmark process itself, with its own settings."""
-    from sqlalchemy.orm import sessionmaker
 
     from worker.celery_app import app, publish_dispatch
-    from worker.db import make_engine
-    from worker.settings import KeyRing, Settings
+    from worker.settings import Settings
 
     settings = Settings(database_url=db_url, redis_url=redis_url, min_interval_s=interval_s,
                         api_keys=keys or {}, api_keys_file=keys_file)  # fmt: skip
     app.conf.broker_url = redis_url
-    return Context(
-        settings=settings,
-        sessions=sessionmaker(make_engine(db_url), expire_on_commit=False),
-        pacer=make_pacer(settings, make_redis(redis_url)),
-        keyring=KeyRing(settings),
-        publish=publish_dispatch,
-    )
+    return build_context(settings, publish=publish_dispatch)
 
 
 def close_ctx(ctx: Context) -> None:
-    ctx.sessions.kw["bind"].dispose()
-    ctx.pacer.redis.close()
+    ctx.close()
 
 
 def env_for(
@@ -103,7 +95,7 @@ def start_nodes(kind: str, count: int, concurrency: int, env: dict[str, str], lo
                     "-n", f"{name}@%h", *WORKER_FLAGS]  # fmt: skip
         procs.append(Proc(name, argv, env, logs))
     for p in procs:
-        wait_for(lambda p=p: "ready." in p.log() or p.popen.poll() is not None, 60, f"{p.name}")
+        wait_for(partial(_ready_or_gone, p), 60, f"{p.name}")
         if p.popen.poll() is not None:
             raise RuntimeError(f"{p.name} exited:\n{p.log()[-2000:]}")
     return procs
@@ -176,7 +168,8 @@ COLUMNS = ("id", "user_id", "project_id", "upload_id", "priority", "seq", "coale
 
 def request_rows(lanes: dict[str, int]) -> list[dict[str, Any]]:
     """`count` queued requests per user, as enqueue() stores them (published, in seq order)."""
-    now, seq, rows = utcnow(), time.time_ns() // 1000, []
+    now, seq = utcnow(), time.time_ns() // 1000
+    rows: list[dict[str, Any]] = []
     for u, (user, count) in enumerate(lanes.items()):
         for k in range(count):
             seq += 1
@@ -190,7 +183,7 @@ def request_rows(lanes: dict[str, int]) -> list[dict[str, Any]]:
 
 def insert_rows(ctx: Context, rows: list[dict[str, Any]]) -> None:
     """Bulk insert: COPY on Postgres, executemany elsewhere."""
-    engine = ctx.sessions.kw["bind"]
+    engine = ctx.engine
     if engine.dialect.name == "postgresql":
         _copy(engine, rows)
         return
@@ -214,8 +207,7 @@ def _copy(engine: Any, rows: list[dict[str, Any]]) -> None:
 
 def fill_lanes(ctx: Context, rows: list[dict[str, Any]], batch: int = 2000) -> None:
     """Put the stored requests in their Redis lanes, as publish() does, pipelined."""
-    from worker.pacer import keys
-    from worker.pacer import lane_member
+    from worker.pacer import keys, lane_member
 
     pipe = ctx.pacer.redis.pipeline(transaction=False)
     for i, r in enumerate(rows, 1):
@@ -233,3 +225,7 @@ def kick_lanes(ctx: Context, users: Iterable[str]) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda user: kick(ctx, user), users))
+
+
+def _ready_or_gone(p: Proc) -> bool:
+    return "ready." in p.log() or p.popen.poll() is not None

@@ -15,7 +15,7 @@ HOW = """\
 Everything runs on this machine against real processes: a private `redis-server` on a free
 port (so `INFO commandstats` counts only the run), a throwaway PostgreSQL database per
 scenario (dropped afterwards), real `spdist worker` / `spdist beat` processes, and the
-project's fake Streampixel (`worker/fake_streampixel.py`, run by `bench/fake.py` with
+project's fake Streampixel (`worker/dev/fake_streampixel.py`, run by `bench/fake.py` with
 `TCP_NODELAY`: its handler writes headers and body in two sends, and with Nagle on each
 answer waited ~40 ms for the client's delayed ACK — that stall, not our code, dominated
 every per-call figure). Each spdist figure is taken side by side with its baseline in the
@@ -43,7 +43,7 @@ same run, same broker, same worker count.
    (start-up and tail left out). spdist's rate is read over at most the first 35 s of calls,
    so a slow build cannot push `make bench` past its 5 minutes (today all 5,000 are called
    in ~13 s). *Machine CPU per dispatch*: from the moment the worker nodes are ready until
-   the calls are counted, `bench/cpu.py` reads from /proc the CPU of the nodes' main
+   the calls are counted, `worker/dev/cpu.py` reads from /proc the CPU of the nodes' main
    processes, their pool, beat, PostgreSQL, the private Redis and the fake, every 0.5 s,
    and divides by the calls made meanwhile. **Baseline**: `bench.post`, a bare task making only the
    same POST, 5,000 messages on the same broker, the same 2 worker nodes run with the worker

@@ -3,7 +3,7 @@
 Its handler writes the status line and headers, then the body, in two sends; with Nagle on,
 the body waits for the client's delayed ACK, adding about 40 ms to every call on Linux. That
 stall would dominate any per-dispatch cost we measure, so the benchmark turns Nagle off
-(`python -m bench.fake` takes the same arguments as `python -m worker.fake_streampixel`).
+(`python -m bench.fake` takes the same arguments as `python -m worker.dev.fake_streampixel`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.procs import PY, Proc, wait_for
-from worker import fake_streampixel
+from worker.dev import fake_streampixel
+from worker.dev.procs import PY, Proc, wait_for
 
 
 def start(log_dir: Path, interval_s: float) -> tuple[Proc, str]:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from worker.dev.cpu import descendants
+
 PG_ADMIN_URL = os.environ.get(
     "SPDIST_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -116,22 +118,6 @@ def rss_mb(pid: int) -> float:
         except FileNotFoundError:
             continue
     return total_kb / 1024
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (children of each of its threads, recursively)."""
-    children: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return []
-    for tid in tasks:
-        try:
-            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
-        except FileNotFoundError:
-            continue
-        children += [int(c) for c in text.split()]
-    return children + [d for c in children for d in descendants(c)]
 
 
 def write_keys_file(folder: Path, users: list[str]) -> Path:

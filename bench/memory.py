@@ -23,7 +23,7 @@ from bench.common import (
 )
 from bench.fake import start as start_fake
 from bench.infra import postgres_db, reset_redis, rss_mb, write_keys_file
-from tests.procs import start_beat
+from worker.dev.procs import start_beat
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from bench.common import (
 )
 from bench.fake import start as start_fake
 from bench.infra import command_stats, postgres_db, reset_redis, stats_diff
-from tests.procs import start_beat, wait_for
+from worker.dev.procs import start_beat, wait_for
 
 
 @dataclass(frozen=True)

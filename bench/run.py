@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from bench.infra import private_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("pacing", "door", "throughput", "api", "memory", "reconciler", "history")
-FULL = {
+FULL: dict[str, Any] = {
     "pacing": pacing.PacingSize(),
     "door": pacing.PacingSize(per_user=15),
     "throughput": throughput.ThroughputSize(),
@@ -32,7 +33,7 @@ FULL = {
     "reconciler": reconciler.ReconcilerSize(),
     "history": history.HistorySize(),
 }
-SMOKE = {
+SMOKE: dict[str, Any] = {
     "pacing": pacing.PacingSize(users=2, per_user=3, projects=2, interval_s=0.5, nodes=1),
     "door": pacing.PacingSize(users=2, per_user=3, projects=2, interval_s=0.5, nodes=1),
     "throughput": throughput.ThroughputSize(requests=40, nodes=1, timeout_s=60),
@@ -45,8 +46,15 @@ SMOKE = {
         dispatch=throughput.ThroughputSize(requests=40, nodes=1, timeout_s=60),
     ),
 }
-RUNNERS = {"pacing": pacing.run, "door": door.run, "throughput": throughput.run,
-           "api": api_load.run, "memory": memory.run, "history": history.run}  # fmt: skip
+Runner = Callable[[Workspace, Any], dict[str, Any]]
+RUNNERS: dict[str, Runner] = {
+    "pacing": pacing.run,
+    "door": door.run,
+    "throughput": throughput.run,
+    "api": api_load.run,
+    "memory": memory.run,
+    "history": history.run,
+}
 
 
 def run(only: list[str], smoke: bool, folder: Path) -> dict[str, Any]:

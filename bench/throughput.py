@@ -26,10 +26,10 @@ from bench.common import (
     user_ids,
     wait_calls,
 )
-from bench.cpu import measure
 from bench.fake import start as start_fake
 from bench.infra import postgres_db, reset_redis, sqlite_db, write_keys_file
-from tests.procs import Proc, start_beat
+from worker.dev.cpu import measure
+from worker.dev.procs import Proc, start_beat
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ _NO_SEND_TIME = ("worker/dispatch.py",
                  "    return answer, fired.now_us\n")
 _NO_PREPARE = ("worker/dispatch.py", "    _prepare(ctx)\n    fired = _fire", "    fired = _fire")
 
-CASES = (
+CASES: tuple[Case, ...] = (
     Case("kill -9 pool child", "reconciler `expire_leases`",
          f"{SYSTEM}/test_processes.py::test_kill9_pool_child_mid_call",
          (("worker/reconcile.py", 'counts["leases_expired"] = expire_leases(ctx, now)',
@@ -117,8 +117,8 @@ CASES = (
            "    return Plan(**base, request_values=_to(State.FAILED, result.message))\n"),)),
     Case("worker clocks ±5 min", "lease on the Redis clock (written on the worker's clock)",
          f"{SYSTEM}/test_processes.py::test_worker_clocks_five_minutes_ahead_and_behind",
-         (("worker/dispatch.py", "    lease = from_us(slot_us) + timedelta(seconds=ctx.settings.lease_s)\n",
-           "    lease = utcnow() + timedelta(seconds=ctx.settings.lease_s)\n"),)),
+         (("worker/dispatch.py", "    lease = from_us(slot_us) + timedelta(seconds=ctx.lease_s)\n",
+           "    lease = utcnow() + timedelta(seconds=ctx.lease_s)\n"),)),
     Case("Sentinel failover", "the pacer follows the master (pinned to the master the Sentinels named at start)",
          f"{SYSTEM}/test_sentinel.py::test_sentinel_failover_mid_run",
          (("worker/redis_url.py",
@@ -152,7 +152,7 @@ CASES = (
          (("worker/cli.py", "    if unmigrated(exc):\n        return UNMIGRATED\n", ""),)),
     Case("taken port", "the port check before the stack starts (`ports_free`)",
          "tests/integration/test_firstrun.py::test_taken_port_is_reported_before_the_banner",
-         (("worker/stack.py", "    if not ports_free(stack, api_port, flower_port):\n        return 1\n", ""),)),
+         (("worker/dev/stack.py", "    if not ports_free(stack, api_port, flower_port):\n        return 1\n", ""),)),
 )  # fmt: skip
 
 # Issue 12: webhooks, callers, back-pressure and the edge (unit and integration tests).

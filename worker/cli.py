@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from worker.errors import SpdistError
@@ -178,9 +180,16 @@ def _full_id(ctx: Any, given: str) -> str:
         return resolve_id(session, given)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """The stack against a built-in fake Streampixel, fed with sample requests."""
+    from worker.dev import demo
+
+    return demo.run(Path(os.environ.get("SPDIST_DEMO_DIR", "spdist-demo")))
+
+
 def _stack(name: str) -> Handler:
     def run(args: argparse.Namespace) -> int:
-        from worker import stack
+        from worker.dev import stack
 
         return int(getattr(stack, name)(args))
 
@@ -266,7 +275,7 @@ def _add_stack_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--port", type=int, default=5555)
     sp.add_argument("--address", default=None, help="default SPDIST_FLOWER_ADDRESS or 127.0.0.1")
     add("up", _stack("up"), "Migrate, then run API, worker, scheduler and Flower.")
-    add("demo", _stack("demo"), "The stack against a built-in fake Streampixel, with samples.")
+    add("demo", _demo, "The stack against a built-in fake Streampixel, with samples.")
 
 
 def one_line(exc: Exception) -> str:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine, create_engine, event, exc
-from sqlalchemy.orm import Session, sessionmaker
 
 from worker.settings import get_settings
 
@@ -53,6 +50,14 @@ PING_IF_IDLE_S = 1.0
 _AUTOCOMMIT: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
 
 
+def dispose(engine: Engine) -> None:
+    """Close `engine`'s pooled connections, and its autocommit twin's if it has one."""
+    twin = _AUTOCOMMIT.pop(engine, None)
+    if twin is not None:
+        twin.dispose()
+    engine.dispose()
+
+
 def autocommit_engine(engine: Engine) -> Engine:
     """`engine`'s PostgreSQL database through a pool of its own whose connections are in
     autocommit from the start. A dispatch runs only single statements; switching a pooled
@@ -89,23 +94,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
 def get_engine() -> Engine:
     """The process's engine for SPDIST_DATABASE_URL."""
     return make_engine(get_settings().database_url)
-
-
-@lru_cache
-def get_sessionmaker() -> sessionmaker[Session]:
-    """The process's session factory."""
-    return sessionmaker(get_engine(), expire_on_commit=False)
-
-
-@contextmanager
-def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    session = (factory or get_sessionmaker())()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()

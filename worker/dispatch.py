@@ -29,7 +29,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from worker import ledger, outcomes, webhooks
 from worker.context import Context
-from worker.db import autocommit_engine
 from worker.distributions import kick, member, score
 from worker.errors import NotSent, PacerUnavailable, StreampixelError
 from worker.ledger import Fenced, Loaded, Snapshot
@@ -87,7 +86,7 @@ def pinned(ctx: Context) -> Iterator[Connection]:
     pre-ping per step); every SQL step of the dispatch runs on it. No transaction stays
     open across the sleep or the call: each step commits. On PostgreSQL every step is one
     statement, so the connection autocommits: no BEGIN and COMMIT round trips."""
-    engine = autocommit_engine(ctx.sessions.kw["bind"])
+    engine = ctx.autocommit
     ctx.client  # noqa: B018 - built now, not between the fire and the send
     with engine.connect() as conn:
         yield conn
@@ -272,8 +271,9 @@ def _claim(ctx: Context, conn: Connection, req: Snapshot, slot_us: int,
     attempt row: one commit, before the call."""
     # The lease runs on the Redis clock (the slot's), which every reconciler reads too:
     # a worker whose own clock is off must not write a lease that is already expired.
-    lease = from_us(slot_us) + timedelta(seconds=ctx.settings.lease_s)
+    lease = from_us(slot_us) + timedelta(seconds=ctx.lease_s)
     attempt = {"slot_us": slot_us, "lane_free_us": fence_us, "worker": ctx.worker_name}
+    ctx.hooks.before_claim(req.upload_id)
     return ledger.claim(conn, req, utcnow(), lease, attempt)
 
 
@@ -307,6 +307,7 @@ def _fire(ctx: Context, req: Snapshot, ticket: Ticket) -> Fired | None:
             log.warning("no call for %s: %s", req.id, exc)
             return None
         if reply.kind == "fired":
+            ctx.hooks.after_fire(ticket.member)
             return Fired(reply.now_us, reply.value, before)
         if reply.kind != "early":
             log.warning("no call for %s: slot %s", req.id, reply.kind)
@@ -362,7 +363,7 @@ def _record(
     about half the lease. Past that the lease expires and the reconciler records
     `unknown` rather than guess.
     """
-    deadline = time.monotonic() + ctx.settings.lease_s / 2
+    deadline = time.monotonic() + ctx.lease_s / 2
     pause = 0.2
     while True:
         try:

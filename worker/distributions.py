@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from worker import backpressure, callers, ledger, validation
 from worker.context import Context
-from worker.db import autocommit_engine
 from worker.errors import (
     ConflictError,
     NotFoundError,
@@ -119,7 +118,7 @@ def enqueue_placed(
         from worker import holds  # holds builds on this module
 
         return holds.enqueue_held(ctx, values, new.coalesce), None
-    engine = autocommit_engine(ctx.sessions.kw["bind"])
+    engine = ctx.autocommit
     with engine.connect() as conn:  # Core: a third of an ORM unit of work
         if ledger.one_statement(conn):  # one statement, autocommitted: one round trip
             with backpressure.lane_lock(new.user_id):  # the count and the insert, together

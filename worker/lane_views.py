@@ -14,10 +14,10 @@ from redis.commands.core import Script
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.pacer import keys, load_script
 from worker.context import Context
 from worker.models import PacingFence, utcnow
 from worker.outcomes import from_us
+from worker.pacer import keys, load_script
 
 log = logging.getLogger(__name__)
 CHUNK = 1000

@@ -11,15 +11,13 @@ from redis import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker import dispatch as dispatch_mod
-from worker import reports
-from worker.pacer import keys
 from worker import reconcile as reconcile_mod
+from worker import reports
 from worker.celery_app import app
 from worker.context import Context, get_context
-from worker.db import autocommit_engine
 from worker.errors import PacerUnavailable
 from worker.outcomes import from_us
-from worker.pacer import US
+from worker.pacer import US, keys
 
 log = logging.getLogger(__name__)
 RETRY_S = 2.0
@@ -99,7 +97,7 @@ def housekeep() -> dict[str, int]:
     from worker import retention, tallies
 
     ctx = get_context()
-    with ctx.sessions.kw["bind"].connect() as conn:
+    with ctx.engine.connect() as conn:
         folded = tallies.compact_all(conn)
     return {"folded": folded, **retention.scheduled(ctx).rows}
 
@@ -139,7 +137,7 @@ def warm_up(**_: object) -> None:
         ctx = get_context()
         ctx.client  # noqa: B018
         ctx.pacer.load_scripts()
-        with autocommit_engine(ctx.sessions.kw["bind"]).connect():  # the dispatch's pool
+        with ctx.autocommit.connect():  # the dispatch's pool
             pass
     except Exception as exc:  # the first task will meet the same problem and retry
         log.warning("warm-up incomplete: %s", exc)

@@ -19,12 +19,12 @@ from sqlalchemy.orm import sessionmaker
 
 from api.main import create_app
 from tests.conftest import USER_KEYS
-from tests.procs import PY, Proc, spdist_env, wait_for
-from worker.context import Context, make_pacer, make_redis
+from worker.context import Context, build_context
 from worker.db import make_engine
+from worker.dev.procs import PY, Proc, spdist_env, wait_for
 from worker.models import DistributionRequest
 from worker.pacer import Wake
-from worker.settings import KeyRing, Settings
+from worker.settings import Settings
 
 with warnings.catch_warnings():  # starlette asks for httpx2; httpx serves the same
     warnings.simplefilter("ignore", UserWarning)
@@ -54,19 +54,12 @@ def make_ctx(
     """A context on real services whose dispatch messages land in `sent`."""
     options = {"api_keys": KEYS, "api_tokens": TOKEN, "min_interval_s": 60, **options}
     settings = Settings(database_url=db_url, redis_url=redis_url, **options)
-    return Context(
-        settings=settings,
-        sessions=sessionmaker(make_engine(db_url), expire_on_commit=False),
-        pacer=make_pacer(settings, make_redis(redis_url)),
-        keyring=KeyRing(settings),
-        publish=lambda user, wake: sent.append((user, wake)),
-    )
+    return build_context(settings, publish=lambda user, wake: sent.append((user, wake)))
 
 
 def close(ctx: Context) -> None:
     """Close what the context opened (the Postgres fixture drops its database after)."""
-    ctx.pacer.redis.close()
-    ctx.sessions.kw["bind"].dispose()
+    ctx.close()
 
 
 @pytest.fixture
@@ -211,7 +204,7 @@ def test_send_task_enqueue(pg_url: str, redis_url: str, tmp_path: Path) -> None:
     """A Celery service enqueues with send_task: the same validation, the same SQL record."""
     from celery import Celery
 
-    from tests.procs import start_worker
+    from worker.dev.procs import start_worker
 
     env = spdist_env(pg_url, redis_url, "http://127.0.0.1:9/pixelStripeApi", KEYS)
     worker = start_worker("enq", env, tmp_path)

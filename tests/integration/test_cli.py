@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import USER_KEYS
-from tests.procs import PY, ROOT, spdist_env
+from worker.dev.procs import PY, ROOT, spdist_env
 
 pytestmark = pytest.mark.integration
 USER = next(iter(USER_KEYS))

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from tests.integration.test_cli import UPLOAD, USER, env, spdist
-from tests.procs import PY, ROOT, wait_for
+from worker.dev.procs import PY, ROOT, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["env"]  # the fixture, imported for the tests below

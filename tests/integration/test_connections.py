@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults import TlsFront
-from tests.procs import wait_for
+from worker.dev.fake_streampixel import FakeStreampixel
+from worker.dev.faults import TlsFront
+from worker.dev.procs import wait_for
 from worker.errors import NotSent
-from worker.fake_streampixel import FakeStreampixel
 from worker.streampixel import SendTiming, StreampixelClient
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from tests.integration.test_api import TOKEN, start_api
-from tests.procs import Proc, spdist_env, start_fake, start_worker, wait_for
 from worker.callers import bare_name
+from worker.dev.procs import Proc, spdist_env, start_fake, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"

@@ -56,7 +56,7 @@ async def enqueue_together(ctx: Context, news: list[NewDistribution]) -> tuple[l
 
 
 def rows(ctx: Context) -> dict[str, DistributionRequest]:
-    with Session(ctx.sessions.kw["bind"]) as s:
+    with Session(ctx.engine) as s:
         return {r.id: r for r in s.scalars(select(DistributionRequest))}
 
 

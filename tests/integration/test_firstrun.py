@@ -14,7 +14,7 @@ from api.main import create_app
 from tests.conftest import PG_ADMIN_URL, USER_KEYS, need
 from tests.integration.test_api import TOKEN, TestClient, close, free_port, make_ctx
 from tests.integration.test_stack import start_up
-from tests.procs import PY, ROOT, spdist_env
+from worker.dev.procs import PY, ROOT, spdist_env
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.integration.test_api import TOKEN, free_port, start_api
-from tests.procs import (
+from worker.dev.procs import (
     PY,
     Proc,
     configure_fake,

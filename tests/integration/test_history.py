@@ -14,7 +14,6 @@ from api.main import create_app
 from tests.integration.test_api import TestClient, close, make_ctx
 from worker import ledger, retention, tallies, views
 from worker.context import Context
-from worker.db import autocommit_engine
 from worker.ledger import ATTEMPTS, REQUESTS
 from worker.models import (
     DistributionAttempt,
@@ -120,7 +119,7 @@ def ctx(db_url: str, redis_url: str) -> Any:
 
 def dispatch_once(ctx: Context, rid: str, outcome: str = "triggered") -> None:
     """Claim, then record an answer, through the dispatch's own statements."""
-    engine = autocommit_engine(ctx.sessions.kw["bind"])
+    engine = ctx.autocommit
     with engine.connect() as conn:
         loaded = ledger.load(conn, rid)
         assert loaded is not None
@@ -274,7 +273,7 @@ def test_prune_beside_concurrent_dispatch(pg_url: str, redis_url: str) -> None:
 
 def test_prune_command(db_url: str, redis_url: str, tmp_path: Any) -> None:
     from tests.integration.test_cli import spdist
-    from tests.procs import spdist_env
+    from worker.dev.procs import spdist_env
 
     ctx = make_ctx(db_url, redis_url, [])
     try:
@@ -301,7 +300,7 @@ def test_compaction_folds_every_delta_and_keeps_the_counts(pg_url: str, redis_ur
         for n in range(12):
             add_request(ctx, USERS[n % 3], State.SUCCEEDED, attempts=1)
         before = tallied(ctx, fold=False)
-        engine = ctx.sessions.kw["bind"]
+        engine = ctx.engine
         with engine.connect() as conn:
             pending = conn.execute(select(func.count()).select_from(MetricDelta)).scalar_one()
             assert pending > 0

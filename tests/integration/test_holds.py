@@ -16,9 +16,9 @@ from sqlalchemy import select
 from api.main import create_app
 from tests.integration.test_api import close, make_ctx
 from tests.integration.test_cli import spdist
-from tests.procs import spdist_env
 from worker import backpressure, dispatch, distributions, reconcile, webhooks
 from worker.context import Context
+from worker.dev.procs import spdist_env
 from worker.models import DistributionAttempt, DistributionRequest
 
 with warnings.catch_warnings():  # starlette asks for httpx2; httpx serves the same

@@ -4,6 +4,7 @@ single statements on an autocommit connection; their effects must match SQLite's
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -32,7 +33,7 @@ def _values(project: str, *, coalesce: bool = True) -> dict[str, object]:
             "created_by": "spdist:cli"}  # fmt: skip
 
 
-def _insert(conn: Connection, project: str, *, coalesce: bool = True) -> tuple[str, object]:
+def _insert(conn: Connection, project: str, *, coalesce: bool = True) -> tuple[str, Any]:
     values = _values(project, coalesce=coalesce)
     if ledger.one_statement(conn):
         old = ledger.supersede_and_insert(conn, values)
@@ -43,7 +44,7 @@ def _insert(conn: Connection, project: str, *, coalesce: bool = True) -> tuple[s
                 values["seq"] = old.seq
             ledger.insert_request(conn, values)
     conn.commit()
-    return values["id"], old
+    return str(values["id"]), old
 
 
 def test_claim_unclaim_record_are_fenced(db_url: str) -> None:

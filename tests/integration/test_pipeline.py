@@ -12,7 +12,8 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from tests.conftest import USER_KEYS
-from tests.procs import (
+from worker.context import Context, build_context
+from worker.dev.procs import (
     Proc,
     configure_fake,
     fake_calls,
@@ -22,7 +23,6 @@ from tests.procs import (
     start_worker,
     wait_for,
 )
-from worker.context import Context
 from worker.models import TERMINAL, DistributionAttempt, DistributionRequest
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ class Stack:
         for p in self.procs:
             p.stop()
         self.engine.dispose()
-        self.ctx.sessions.kw["bind"].dispose()
+        self.ctx.close()
         self.ctx.pacer.redis.close()
 
 
@@ -80,12 +80,8 @@ def context_for(env: dict[str, str]) -> Context:
     """A Context built from a process environment, for enqueuing from the test."""
     import json
 
-    from sqlalchemy.orm import sessionmaker
-
     from worker.celery_app import app, publish_dispatch
-    from worker.context import make_pacer, make_redis
-    from worker.db import make_engine
-    from worker.settings import KeyRing, Settings
+    from worker.settings import Settings
 
     settings = Settings(
         database_url=env["SPDIST_DATABASE_URL"],
@@ -94,13 +90,7 @@ def context_for(env: dict[str, str]) -> Context:
         min_interval_s=float(env["SPDIST_MIN_INTERVAL_S"]),
     )
     app.conf.broker_url = settings.redis_url
-    return Context(
-        settings=settings,
-        sessions=sessionmaker(make_engine(settings.database_url), expire_on_commit=False),
-        pacer=make_pacer(settings, make_redis(settings.redis_url)),
-        keyring=KeyRing(settings),
-        publish=publish_dispatch,
-    )
+    return build_context(settings, publish=publish_dispatch)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.test_api import TOKEN, free_port, start_api
-from tests.procs import (
+from worker.dev.procs import (
     ROOT,
     Proc,
     running,

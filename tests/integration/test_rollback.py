@@ -16,9 +16,9 @@ import pytest
 from api.main import create_app
 from tests.integration.test_api import close, make_ctx
 from tests.integration.test_cli import spdist
-from tests.procs import spdist_env
 from worker import distributions, ledger
 from worker.context import Context
+from worker.dev.procs import spdist_env
 from worker.models import State, utcnow
 
 with warnings.catch_warnings():  # starlette asks for httpx2; httpx serves the same

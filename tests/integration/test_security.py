@@ -20,8 +20,8 @@ from sqlalchemy import MetaData, select
 
 from tests.integration.test_api import TOKEN, start_api
 from tests.integration.test_flower import FLOWER_AUTH, start_flower
-from tests.procs import Proc, spdist_env, start_beat, start_fake, start_worker, wait_for
 from worker.db import make_engine
+from worker.dev.procs import Proc, spdist_env, start_beat, start_fake, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 HOOK = "hook-" + uuid.uuid4().hex

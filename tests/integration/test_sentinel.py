@@ -16,21 +16,19 @@ import httpx
 import pytest
 from celery import Celery
 from kombu.exceptions import OperationalError
-from sqlalchemy.orm import sessionmaker
 
 from api.enqueue_async import AsyncEnqueue
 from tests.conftest import USER_KEYS
-from tests.faults import SentinelCluster
-from tests.procs import spdist_env, start_fake, start_worker, wait_for
 from worker import distributions
 from worker.celery_app import celery_config
-from worker.context import Context, make_pacer, make_redis
-from worker.db import make_engine
+from worker.context import Context, build_context
+from worker.dev.faults import SentinelCluster
+from worker.dev.procs import spdist_env, start_fake, start_worker, wait_for
+from worker.dev.stack import Stack, ensure_redis, redis_answers
 from worker.distributions import NewDistribution
 from worker.errors import PacerUnavailable
 from worker.pacer import Wake
-from worker.settings import KeyRing, Settings, get_settings
-from worker.stack import Stack, ensure_redis, redis_answers
+from worker.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -73,13 +71,7 @@ def context(db_url: str, cluster: SentinelCluster, sent: list[tuple[str, Wake]])
         api_keys=USER_KEYS,
         min_interval_s=60,
     )
-    return Context(
-        settings=settings,
-        sessions=sessionmaker(make_engine(db_url), expire_on_commit=False),
-        pacer=make_pacer(settings, make_redis(settings.redis_url, settings.redis_master_name)),
-        keyring=KeyRing(settings),
-        publish=lambda user, wake: sent.append((user, wake)),
-    )
+    return build_context(settings, publish=lambda user, wake: sent.append((user, wake)))
 
 
 def new(user: str) -> NewDistribution:
@@ -135,8 +127,7 @@ def test_the_pacer_and_the_async_enqueue_follow_the_master(
     finally:
         loop.run_until_complete(fast.close())
         loop.close()
-        ctx.pacer.redis.close()
-        ctx.sessions.kw["bind"].dispose()
+        ctx.close()
 
 
 def test_the_broker_follows_the_master(app: Celery, cluster: SentinelCluster) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import USER_KEYS
 from tests.integration.test_api import free_port
-from tests.procs import PY, ROOT, spdist_env, wait_for
+from worker.dev.procs import PY, ROOT, spdist_env, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.integration.test_api import TOKEN, close, make_ctx, start_api
-from tests.procs import spdist_env, start_worker, wait_for
 from worker import distributions, webhooks
 from worker.context import Context
+from worker.dev.procs import spdist_env, start_worker, wait_for
 from worker.models import DistributionRequest, State, WebhookEvent, utcnow
 
 pytestmark = pytest.mark.integration

@@ -7,19 +7,29 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
 from sqlalchemy import create_engine, delete, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from tests.books import Books, count
 from tests.conftest import USER_KEYS
-from tests.faults import RedisServer, SentinelCluster, TcpProxy, TlsFront
-from tests.procs import PY, ROOT, Proc, configure_fake, fake_calls, spdist_env, start_fake, wait_for
 from worker.celery_app import transport_options
+from worker.dev.faults import RedisServer, SentinelCluster, TcpProxy, TlsFront
+from worker.dev.procs import (
+    PY,
+    ROOT,
+    Proc,
+    configure_fake,
+    fake_calls,
+    spdist_env,
+    start_fake,
+    wait_for,
+)
 from worker.models import TERMINAL, DistributionAttempt, DistributionRequest
 from worker.redis_url import broker_url
 
@@ -55,6 +65,7 @@ class System:
         keys = {u: USER_KEYS[u] for u in USERS}
         path = os.pathsep.join(p for p in (HOOKS, str(ROOT), os.environ.get("PYTHONPATH")) if p)
         defaults = {"SPDIST_PACER_GUARD_S": "0.15", "PYTHONPATH": path,
+                    "SPDIST_CONTEXT_SEAMS": "worker.dev.faults:seams_from_env",
                     "SPDIST_MIN_INTERVAL_S": str(interval_s)}  # fmt: skip
         call_url = self.sp_url
         self.front: TlsFront | None = None
@@ -72,7 +83,7 @@ class System:
             wait_ready(w)
         self.beats = [self.spawn_beat(f"beat{i + 1}") for i in range(beats)]
         for b in self.beats:  # a scenario starts with its reconciler running, however slow
-            wait_for(lambda b=b: "Sending due task" in b.log(), 60, f"{b.name} running")
+            wait_for(partial(_logged, b, "Sending due task"), 60, f"{b.name} running")
         self.restarts = 0
         self._stopping = threading.Event()
         threading.Thread(target=self._supervise, daemon=True).start()
@@ -119,20 +130,13 @@ class System:
 
     # the test process's own spdist context --------------------------------------------
     def _context(self, keys: dict[str, str]) -> Any:
-        from worker.context import Context, make_pacer, make_redis
-        from worker.db import make_engine
-        from worker.settings import KeyRing, Settings
+        from worker.context import build_context
+        from worker.settings import Settings
 
         settings = Settings(database_url=self.db_url, redis_url=self.redis_url, api_keys=keys,
                             min_interval_s=self.interval_s, pacer_guard_s=0.15,
                             redis_master_name=self.master_name)  # fmt: skip
-        return Context(
-            settings=settings,
-            sessions=sessionmaker(make_engine(self.db_url), expire_on_commit=False),
-            pacer=make_pacer(settings, make_redis(self.redis_url, self.master_name)),
-            keyring=KeyRing(settings),
-            publish=self.publish,
-        )
+        return build_context(settings, publish=self.publish)
 
     def publish(self, user_id: str, wake: Any) -> None:
         """publish_dispatch, through this system's broker."""
@@ -216,8 +220,7 @@ class System:
         if self.pg is not None:
             self.pg.cut()
         self.engine.dispose()
-        self.ctx.sessions.kw["bind"].dispose()
-        self.ctx.pacer.redis.close()
+        self.ctx.close()
 
 
 def backlog_plan(per_user: int = 4, start: int = 0) -> list[tuple[str, str]]:
@@ -302,3 +305,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     out = os.environ.get("SPDIST_RELIABILITY_JSON")
     if out:
         Path(out).write_text(json.dumps(RESULTS, indent=2, sort_keys=True))
+
+
+def _logged(p: Proc, text: str) -> bool:
+    return text in p.log()

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.procs import wait_for
 from tests.system.conftest import USERS, backlog_plan, check
+from worker.dev.procs import wait_for
 
 pytestmark = pytest.mark.system
 

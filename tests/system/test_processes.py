@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.procs import wait_for
 from tests.system.conftest import backlog_plan, check, wait_attempt, wait_call
+from worker.dev.procs import wait_for
 
 pytestmark = pytest.mark.system
 HANG = [{"action": "hang", "seconds": 2}]  # inside the 3 s timeout: the call is "in flight"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.faults import free_port
-from tests.procs import wait_for
 from tests.system.conftest import USERS, check
+from worker.dev.faults import free_port
+from worker.dev.procs import wait_for
 from worker.models import State
 
 pytestmark = pytest.mark.system

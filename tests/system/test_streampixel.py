@@ -10,7 +10,7 @@ from tests.system.conftest import backlog_plan, check
 
 pytestmark = pytest.mark.system
 
-FAULTS = {
+FAULTS: dict[str, tuple[dict[str, Any], str]] = {
     "hang past the timeout": ({"action": "hang", "seconds": 4}, "timeout"),
     "connection reset": ({"action": "reset"}, "network_error"),
     "garbage body": ({"action": "garbage"}, "server_error"),

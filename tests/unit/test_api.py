@@ -10,15 +10,13 @@ from typing import Any
 
 import fakeredis
 import pytest
-from sqlalchemy.orm import sessionmaker
 
 from api.main import create_app
 from worker import webhooks
-from worker.context import Context, make_pacer
-from worker.db import make_engine
+from worker.context import build_context
 from worker.models import DistributionRequest, State, WebhookEvent
 from worker.pacer import Wake
-from worker.settings import KeyRing, Settings
+from worker.settings import Settings
 
 with warnings.catch_warnings():  # starlette asks for httpx2; httpx serves the same
     warnings.simplefilter("ignore", UserWarning)
@@ -45,11 +43,9 @@ class Api:
         settings = Settings(**options)
         self.sent: list[tuple[str, Wake]] = []
         self.announced: list[int] = []
-        self.ctx = Context(
-            settings=settings,
-            sessions=sessionmaker(make_engine(url), expire_on_commit=False),
-            pacer=make_pacer(settings, fakeredis.FakeRedis()),
-            keyring=KeyRing(settings),
+        self.ctx = build_context(
+            settings,
+            redis_client=fakeredis.FakeRedis(),
             publish=lambda user, wake: self.sent.append((user, wake)),
         )
         app = create_app(self.ctx, announce_webhook=lambda i, *_: self.announced.append(i))
@@ -84,7 +80,7 @@ def test_openapi_declares_the_bearer_scheme_on_every_v1_route(api: Api) -> None:
     for path, methods in doc["paths"].items():
         for method, op in methods.items():
             v1 = path.startswith("/v1/") and "/webhooks/" not in path
-            wanted = [{"HTTPBearer": []}] if v1 else None
+            wanted: list[dict[str, list[str]]] | None = [{"HTTPBearer": []}] if v1 else None
             assert op.get("security") == wanted, (method, path)
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bench.cpu import CpuMeter
+from worker.dev.cpu import CpuMeter
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="Linux /proc")
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"

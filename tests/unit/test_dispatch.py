@@ -11,17 +11,14 @@ import fakeredis
 import httpx
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import sessionmaker
 
 from worker import distributions, reconcile
-from worker.pacer import keys
-from worker.context import Context, make_pacer
+from worker.context import build_context
 from worker.db import make_engine
 from worker.dispatch import dispatch
 from worker.models import DistributionAttempt, DistributionRequest
-from worker.pacer import Wake, parse_member
-from worker.settings import KeyRing, Settings
-from worker.streampixel import StreampixelClient
+from worker.pacer import Wake, keys, parse_member
+from worker.settings import Settings
 
 USER = "1" * 24
 PROJECT, PROJECT2 = "a" * 24, "b" * 24
@@ -61,13 +58,12 @@ class Harness:
             return responder(request)
 
         transport = httpx.MockTransport(handler)
-        self.ctx = Context(
-            settings=self.settings,
-            sessions=sessionmaker(self.engine, expire_on_commit=False),
-            pacer=make_pacer(self.settings, self.redis),
-            keyring=KeyRing(self.settings),
+        self.ctx = build_context(
+            self.settings.model_copy(update={"streampixel_url": "http://sp.test/api"}),
+            redis_client=self.redis,
             publish=lambda user, wake: self.sent.append((user, wake)),
-            client_factory=lambda: StreampixelClient("http://sp.test/api", transport=transport),
+            transport=transport,
+            engine=self.engine,
         )
 
     def enqueue(self, project: str = PROJECT, upload: str = UPLOAD, **kw: object) -> str:

@@ -117,7 +117,9 @@ def test_one_verdict_for_the_api_the_task_and_the_cli(
     with pytest.raises(Exception) as refused:  # the CLI's path: validate, then the key
         new = distributions.validate(
             api.ctx,
-            *(payload[k] for k in ("userId", "projectId", "uploadId")),
+            payload["userId"],
+            payload["projectId"],
+            payload["uploadId"],
             payload.get("priority", 0),
             payload.get("coalesce", True),
         )
@@ -198,8 +200,8 @@ def test_flower_binds_loopback_and_warns_without_auth(
 ) -> None:
     import argparse
 
-    from worker import stack
     from worker.celery_app import app
+    from worker.dev import stack
     from worker.settings import get_settings
 
     started: list[list[str]] = []

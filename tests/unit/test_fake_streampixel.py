@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.fake_streampixel import RATE_LIMITED, FakeStreampixel, fetch_calls
+from worker.dev.fake_streampixel import RATE_LIMITED, FakeStreampixel, fetch_calls
 
 KEY = "sk-live-SECRET-5f3c9a0e7b1d4c2a"
 USER_A = "663d0a1b2c3e4f5a6b7c8d9e"
@@ -264,7 +264,8 @@ def test_webhook_after_a_triggered_call(fake: FakeStreampixel, client: httpx.Cli
 
 
 def test_main_in_a_subprocess() -> None:
-    command = [sys.executable, "-m", "worker.fake_streampixel", "--port", "0", "--interval", "5"]
+    module = "worker.dev.fake_streampixel"
+    command = [sys.executable, "-m", module, "--port", "0", "--interval", "5"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -11,9 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.unit.test_dispatch import PROJECT2, UPLOAD2, USER, Harness, ok
-from worker.pacer import keys
 from worker.models import DistributionAttempt, PacingFence
-from worker.pacer import US
+from worker.pacer import US, keys
 
 
 @pytest.fixture
@@ -31,7 +30,8 @@ def make(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
 
 def _fence(h: Harness) -> int:
     with h.ctx.sessions() as s:
-        return int(s.scalar(select(PacingFence.not_before_us).where(PacingFence.user_id == USER)))
+        fence = s.scalar(select(PacingFence.not_before_us).where(PacingFence.user_id == USER))
+        return int(fence or 0)
 
 
 def _attempts(h: Harness) -> list[DistributionAttempt]:
@@ -53,7 +53,7 @@ def test_a_lane_older_than_the_record_is_corrected_not_obeyed(make: Callable[...
     h.enqueue(PROJECT2, UPLOAD2)
     assert h.run_messages(1) == ["fenced"]
     assert len(h.calls) == 1 and len(_attempts(h)) == 1  # no call, no attempt row
-    assert int(h.redis.hget(keys.lane_state(USER), "next_free")) == fence
+    assert int(h.redis.hget(keys.lane_state(USER), "next_free") or 0) == fence
     words = h.run_messages()  # woken again for the fence: now it goes
     assert words[-1] == "triggered" and len(h.calls) == 2
     second = _attempts(h)[1]
@@ -75,10 +75,10 @@ def test_the_next_slot_counts_from_when_the_request_left(make: Callable[..., Har
     assert h.run_messages(1) == ["triggered"]
     attempt = _attempts(h)[0]
     gap_us = h.ctx.pacer.gap_us
-    fired_us = int(h.redis.hget(keys.lane_state(USER), "last_fire"))
+    fired_us = int(h.redis.hget(keys.lane_state(USER), "last_fire") or 0)
     left_us = attempt.lane_free_us - gap_us
     assert left_us - fired_us >= delay_s * US
-    assert int(h.redis.hget(keys.lane_state(USER), "next_free")) == attempt.lane_free_us
+    assert int(h.redis.hget(keys.lane_state(USER), "next_free") or 0) == attempt.lane_free_us
     assert _fence(h) == attempt.lane_free_us
 
 

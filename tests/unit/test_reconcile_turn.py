@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
+from typing import cast
 
 import fakeredis
 import redis
 
+from worker.context import Context
 from worker.tasks import _take_turn
 
 
-def ctx(r: object, every_s: float = 0.1) -> SimpleNamespace:
+def ctx(r: object, every_s: float = 0.1) -> Context:
     settings = SimpleNamespace(reconcile_every_s=every_s)
-    return SimpleNamespace(settings=settings, pacer=SimpleNamespace(redis=r), worker_name="w:1")
+    ns = SimpleNamespace(settings=settings, pacer=SimpleNamespace(redis=r), worker_name="w:1")
+    return cast(Context, ns)
 
 
 def test_second_message_in_the_same_period_skips() -> None:

@@ -24,8 +24,8 @@ one call, which a cluster would refuse across slots).
 """
 
 from worker.pacer.lanes import (
-    US,
     KINDS,
+    US,
     Pacer,
     Placed,
     Reply,

@@ -10,8 +10,8 @@ from typing import Any, Literal, TypeVar, get_args
 
 import redis
 
-from worker.pacer import keys
 from worker.errors import PacerUnavailable
+from worker.pacer import keys
 
 US = 1_000_000
 T = TypeVar("T")

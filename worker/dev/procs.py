@@ -17,7 +17,7 @@ from typing import IO
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: worker/dev/procs.py
 PY = sys.executable
 
 
@@ -99,7 +99,7 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float
 
 def start_fake(log_dir: Path, interval_s: float = 1.0, **extra: str) -> tuple[Proc, str]:
     """The fake Streampixel as its own process; returns it and its base URL."""
-    argv = [PY, "-m", "worker.fake_streampixel", "--port", "0", "--interval", str(interval_s)]
+    argv = [PY, "-m", "worker.dev.fake_streampixel", "--port", "0", "--interval", str(interval_s)]
     for k, v in extra.items():
         argv += [f"--{k.replace('_', '-')}", v]
     proc = Proc("fake", argv, dict(os.environ, PYTHONUNBUFFERED="1"), log_dir)

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
+from worker.dev.stack import PY, Stack, ensure_redis, ports, ports_free, start_services
 from worker.redis_url import sync_client, with_db
-from worker.stack import PY, Stack, ensure_redis, ports, ports_free, start_services
 
 INTERVAL_S = 3.0
 TOKEN, HOOK = "demo-token", "demo-hook"
@@ -78,7 +78,7 @@ def run(folder: Path) -> int:
     if not ports_free(stack, api_port, flower_port):
         return 1
     hook_url = f"http://127.0.0.1:{api_port}/v1/webhooks/streampixel/{HOOK}"
-    stack.start("fake", [PY, "-m", "worker.fake_streampixel", "--port", str(fake_port),
+    stack.start("fake", [PY, "-m", "worker.dev.fake_streampixel", "--port", str(fake_port),
                          "--interval", str(INTERVAL_S), "--keys-file", str(folder / "keys.json"),
                          "--webhook-url", hook_url])  # fmt: skip
     start_services(stack, api_port, flower_port)

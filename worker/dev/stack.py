@@ -260,10 +260,3 @@ def _safe(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def demo(args: argparse.Namespace) -> int:
-    """The stack against a built-in fake Streampixel, fed with sample requests."""
-    from worker import demo as demo_mod
-
-    return demo_mod.run(Path(os.environ.get("SPDIST_DEMO_DIR", "spdist-demo")))

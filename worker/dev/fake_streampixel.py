@@ -478,7 +478,7 @@ def fetch_calls(base_or_control_url: str) -> list[dict[str, Any]]:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.fake_streampixel",
+        prog="python -m worker.dev.fake_streampixel",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import redis
 
-from bench.infra import descendants
-
 TICK = os.sysconf("SC_CLK_TCK")
 EVERY_S = 0.5
 PARTS = ("worker main", "worker pool", "beat", "PostgreSQL", "Redis", "fake Streampixel")
@@ -114,3 +112,19 @@ def measure(mains: set[int], beat: int | None, redis_url: str,
         yield used
     finally:
         used.update(meter.stop())
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children of each of its threads, recursively)."""
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except FileNotFoundError:
+            continue
+        children += [int(c) for c in text.split()]
+    return children + [d for c in children for d in descendants(c)]
