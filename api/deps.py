@@ -54,7 +54,8 @@ class BearerToken(HTTPBearer):
     the request's state; this dependency reads it (and checks for itself without the edge).
 
     The scheme (for OpenAPI) and the check in one dependency: as three (the scheme, the
-    context, the check) they cost the enqueue route ~6 % more CPU in FastAPI's resolving."""
+    context, the check) they cost the enqueue route more CPU in FastAPI's resolving
+    (BENCHMARKS.md, design measurements)."""
 
     async def __call__(self, request: HTTPConnection) -> str:  # type: ignore[override]
         caller = request.scope.get("state", {}).get("caller")

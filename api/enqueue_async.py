@@ -8,8 +8,8 @@ psycopg's async connections and the same wake script on redis.asyncio, in the lo
 Requests that arrive while a batch is being stored wait for the next one (group commit):
 a batch is one round trip to PostgreSQL (pipeline mode, one implicit transaction: all of
 its rows or none) and one to Redis (a pipeline of wake calls). Per request, that saves a
-pool checkout, a round trip and a loop wake-up on each side; at 32 concurrent clients it
-took the route from 0.47 to 0.68 of a bare route's rate (docs/BENCHMARKS.md). A batch
+pool checkout, a round trip and a loop wake-up on each side (docs/BENCHMARKS.md, design
+measurements, gives the rates before and after). A batch
 PostgreSQL refuses (a deadlock with another batch, one bad row) is stored again request
 by request, so one request's error is its own.
 
@@ -32,22 +32,23 @@ from redis import RedisError
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from worker import backpressure, ledger
+from worker import backpressure
 from worker.context import Context, make_async_redis
 from worker.distributions import NewDistribution, member, new_values, score, stored
 from worker.errors import PacerUnavailable
+from worker.ledger import Ledger, PostgresLedger
+from worker.ledger.aio import AsyncPostgresLedger
 from worker.models import DistributionRequest
 from worker.pacer import Placed, Wake
 from worker.pacer.aio import AsyncLanes
 
 log = logging.getLogger(__name__)
-STATEMENT = ledger.SUPERSEDE_AND_INSERT_DIRECT
 MAX_BATCH = 64  # requests per round trip
 MAX_FLUSHES = 2  # batches in flight at once: one stored while the next one fills
 # The statement is prepared (parsed once per connection), and these connections plan it
-# anew from each run's values, as the thread path does by not preparing it (ledger.py: a
-# generic plan made while the table was small scanned a lane per insert). Parsing was about
-# a third of PostgreSQL's CPU per enqueue: 0.31 -> 0.20 ms.
+# anew from each run's values, as the thread path does by not preparing it (a generic plan
+# made while the table was small scanned a lane per insert). Parsing was a large part of
+# PostgreSQL's CPU per enqueue (BENCHMARKS.md, design measurements).
 PLAN_EACH_TIME = "-c plan_cache_mode=force_custom_plan"
 
 Enqueued = tuple[DistributionRequest, Placed | None]
@@ -70,12 +71,18 @@ class AsyncEnqueue:
         )
         redis = make_async_redis(ctx.settings.redis_url, ctx.settings.redis_master_name)
         self.lanes = AsyncLanes(ctx.pacer, redis)
+        self.ledger = AsyncPostgresLedger()
         self._waiting: list[Waiting] = []
         self._admitted: Counter[str] = Counter()  # users' requests in a batch being stored
         self._cap_lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
         self._sends: set[asyncio.Task[None]] = set()
         self.batches = 0  # batches stored, for tests and curiosity
+
+    @staticmethod
+    def serves_ledger(ledger: Ledger) -> bool:
+        """Whether the context's ledger has this path's async twin (PostgreSQL's)."""
+        return isinstance(ledger, PostgresLedger)
 
     @staticmethod
     def serves(new: NewDistribution) -> bool:
@@ -137,10 +144,8 @@ class AsyncEnqueue:
         self._admitted = +self._admitted  # drop the zeros
 
     async def _count_waiting(self, user_ids: list[str]) -> dict[str, int]:
-        statement = backpressure.COUNT_WAITING_BY_USER_DIRECT
         async with self.pool.connection() as conn:
-            cur = await conn.execute(statement.sql, statement.values({"uids": user_ids}))
-            return {str(row[0]): int(row[1]) for row in await cur.fetchall()}
+            return await self.ledger.count_waiting(conn, user_ids)
 
     async def _flush(self) -> None:
         while self._waiting:
@@ -184,16 +189,9 @@ class AsyncEnqueue:
 
     async def _run(self, batch: list[dict[str, Any]]) -> list[Stored]:
         """The batch's statements in one pipeline: one implicit transaction, all or nothing."""
-        params = [STATEMENT.values(ledger.supersede_and_insert_params(v)) for v in batch]
         async with self.pool.connection() as conn:
-            if len(batch) == 1:
-                cursors = [await conn.execute(STATEMENT.sql, params[0], prepare=True)]
-            else:
-                async with conn.pipeline():
-                    cursors = [await conn.execute(STATEMENT.sql, p, prepare=True)
-                               for p in params]  # fmt: skip
-            rows = [await cur.fetchall() for cur in cursors]
-        return [stored(v, ledger.superseded(r)) for v, r in zip(batch, rows, strict=True)]
+            olds = await self.ledger.insert_many(conn, batch)
+        return [stored(v, old) for v, old in zip(batch, olds, strict=True)]
 
     async def _publish(self, batch: Sequence[Stored]) -> list[Placed | None]:
         """Put each request in its lane (one Redis round trip) and wake the idle lanes."""

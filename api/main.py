@@ -80,7 +80,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()  # the app's long-lived objects leave the collector's scans: shorter pauses
     # On PostgreSQL, POST /v1/distributions runs on the event loop (api/enqueue_async.py).
-    fast = AsyncEnqueue(ctx or get_context()) if _on_postgres(ctx) else None
+    ctx = ctx or get_context()
+    fast = AsyncEnqueue(ctx) if AsyncEnqueue.serves_ledger(ctx.ledger) else None
     if fast is not None:
         await fast.open()
     app.state.enqueue_async = fast
@@ -100,10 +101,6 @@ def _say_start_problems(settings: Any) -> None:
         log.warning("%s", warning)
     if errors:
         raise RuntimeError("; ".join(errors))
-
-
-def _on_postgres(ctx: Context | None) -> bool:
-    return (ctx.settings if ctx else get_settings()).database_url.startswith("postgresql")
 
 
 def create_app(

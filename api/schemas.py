@@ -6,9 +6,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
+from worker.contract import HEX24_PATTERN, PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from worker.models import State
 
-Hex24 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{24}$")]
+Hex24 = Annotated[str, StringConstraints(pattern=f"^{HEX24_PATTERN}$")]
 StateName = Annotated[str, Field(json_schema_extra={"enum": [s.value for s in State]})]
 
 
@@ -20,7 +21,9 @@ class DistributionIn(BaseModel):
     userId: Hex24
     projectId: Hex24
     uploadId: Hex24
-    priority: StrictInt = Field(0, ge=-100, le=100, description="Higher goes first.")
+    priority: StrictInt = Field(
+        PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX, description="Higher goes first."
+    )
     coalesce: StrictBool = Field(
         True, description="Replace a queued request of the same project instead of queueing."
     )

@@ -134,6 +134,9 @@ ratio 0.56–0.65 (the bare route gains more from httptools than spdist does; wi
 0.67–0.72 and p99 40–44 ms).
 """
 
+# Figures behind choices in the code (their comments point here), kept as markdown.
+DESIGN = (Path(__file__).parent / "design_measurements.md").read_text()
+
 
 def write(
     docs: Path, results: dict[str, Any], rows: list[Row], elapsed: float, machine: str
@@ -162,6 +165,7 @@ def write(
         )
     parts.append(_details(results))
     parts.append(HOW.replace("\n## Where", history_report.HOW + "\n## Where", 1))
+    parts.append(DESIGN)
     (docs / "BENCHMARKS.md").write_text("\n".join(parts))
 
 

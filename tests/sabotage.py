@@ -34,7 +34,7 @@ class Case:
     edits: tuple[tuple[str, str, str], ...]  # (file, old, new)
 
 
-_NO_FENCE = ("worker/ledger.py",
+_NO_FENCE = ("worker/ledger/statements.py",
              '_FENCE_OPEN = F.not_before_us <= bindparam("slot_us", type_=F.not_before_us.type)\n',
              "_FENCE_OPEN = F.not_before_us == F.not_before_us\n")
 _NO_SEND_TIME = ("worker/dispatch.py",
@@ -96,7 +96,7 @@ CASES: tuple[Case, ...] = (
          f"{SYSTEM}/test_messages.py::test_same_message_published_twice",
          (("worker/dispatch.py", "    if req.state == State.QUEUED:\n        return True\n",
            "    if True:\n        return True\n"),
-          ("worker/ledger.py", '        waiting(R.state),\n        R.attempt_count == bindparam("was"),\n'
+          ("worker/ledger/statements.py", '        waiting(R.state),\n        R.attempt_count == bindparam("was"),\n'
            "    )\n    .values(\n        state=State.DISPATCHING,",
            "    )\n    .values(\n        state=State.DISPATCHING,"))),
     Case("unknown/deleted request", "`_drop_ghost` (lane entry of a deleted request)",
@@ -219,7 +219,7 @@ CASES += (
            "WAITING = (State.HELD, State.QUEUED, State.RETRYING)\n"),)),
     Case("held counted by back-pressure", "`held` in the waiting count (only queued and retrying)",
          f"{INTEG}/test_holds.py::test_held_requests_count_against_the_cap",
-         (("worker/backpressure.py", "for s in PENDING]", "for s in PENDING[1:]]"),)),
+         (("worker/ledger/statements.py", "for s in PENDING]", "for s in PENDING[1:]]"),)),
     Case("supersede of held", "the newer held request's supersede of the older one",
          f"{INTEG}/test_holds.py::test_cancel_and_supersede_a_held_request",
          (("worker/holds.py", "        if coalesce:\n            _supersede_held(conn, values)\n", ""),)),

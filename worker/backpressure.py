@@ -8,49 +8,15 @@ caller that queues more than the cap is told how long until the lane is back und
 from __future__ import annotations
 
 import math
-import threading
-from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, func, literal_column, select
+from sqlalchemy import Connection
 
-from worker import ledger
 from worker.context import Context
 from worker.errors import TooManyWaiting
-from worker.models import PENDING, utcnow
+from worker.ledger.statements import COUNT_WAITING
+from worker.models import utcnow
 from worker.outcomes import from_us
-
-R = ledger.R
-
-
-def pending(state: Any) -> ColumnElement[bool]:
-    """`state IN ('held', 'queued', 'retrying')`, written into the SQL: a held request takes
-    no slot but is waiting all the same, and counts against the cap."""
-    return state.in_([literal_column(f"'{s.value}'") for s in PENDING])  # type: ignore[no-any-return]
-
-
-COUNT_WAITING = (
-    select(func.count())
-    .select_from(ledger.REQUESTS)
-    .where(R.user_id == bindparam("uid"), pending(R.state))
-)
-# The API's batched enqueue (PostgreSQL): the waiting of every user of a batch at once.
-COUNT_WAITING_BY_USER = (
-    select(R.user_id, func.count())
-    .where(R.user_id == func.any(bindparam("uids")), pending(R.state))
-    .group_by(R.user_id)
-)
-COUNT_WAITING_BY_USER_DIRECT = ledger.Direct(COUNT_WAITING_BY_USER)
-
-
-_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-
-
-def lane_lock(user_id: str) -> threading.Lock:
-    """This process's lock on a user's count-then-insert (PostgreSQL autocommits each
-    statement, so two threads could both count one under the cap). SQLite's write
-    transaction serializes them already; across API processes the cap is a soft one."""
-    return _LOCKS[user_id]
 
 
 def count_waiting(conn: Connection, user_id: str) -> int:

@@ -1,4 +1,4 @@
-"""The `spdist` command line (INTERFACE.md, Command line)."""
+"""The `spdist` command line (README, Commands)."""
 
 from __future__ import annotations
 

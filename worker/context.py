@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import redis_url
+from worker.ledger import Ledger, for_engine
 from worker.pacer import Pacer, Wake
 from worker.settings import KeyRing, Settings, get_keyring, get_settings
 from worker.streampixel import StreampixelClient
@@ -55,6 +56,7 @@ class Context:
     keyring: KeyRing
     publish: Publisher
     engine: Engine
+    ledger: Ledger
     lease_s: float
     hooks: Hooks = field(default_factory=Hooks)
     client_factory: Callable[[], StreampixelClient] | None = None
@@ -127,6 +129,7 @@ def build_context(
         keyring=keyring or KeyRing(settings),
         publish=publish,
         engine=engine,
+        ledger=for_engine(engine),
         lease_s=settings.lease_s if lease_s is None else lease_s,
         hooks=hooks or Hooks(),
         client_factory=None if transport is None else lambda: default_client(settings, transport),

@@ -61,7 +61,8 @@ def dispose(engine: Engine) -> None:
 def autocommit_engine(engine: Engine) -> Engine:
     """`engine`'s PostgreSQL database through a pool of its own whose connections are in
     autocommit from the start. A dispatch runs only single statements; switching a pooled
-    connection to autocommit and back at every checkout cost ~5% of a dispatch's CPU.
+    connection to autocommit and back at every checkout cost a dispatch CPU
+    (BENCHMARKS.md, design measurements).
     Other databases: `engine` itself."""
     if engine.dialect.name != "postgresql":
         return engine

@@ -24,17 +24,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import ledger, outcomes, webhooks
+from worker import outcomes, webhooks
 from worker.context import Context
 from worker.distributions import kick, member, score
 from worker.errors import NotSent, PacerUnavailable, StreampixelError
 from worker.ledger import Fenced, Loaded, Snapshot
 from worker.models import (
     WAITING,
-    DistributionRequest,
     State,
     utcnow,
 )
@@ -95,7 +94,7 @@ def pinned(ctx: Context) -> Iterator[Connection]:
 def _dispatch(
     ctx: Context, conn: Connection, request_id: str, due_us: int | None, user_id: str
 ) -> str:
-    loaded = ledger.load(conn, request_id)
+    loaded = ctx.ledger.load(conn, request_id)
     if loaded is None:
         log.warning("dispatch message for unknown request %s dropped", request_id)
         if user_id:
@@ -131,7 +130,7 @@ def _dispatch_reserved(ctx: Context, conn: Connection, req: Snapshot, ticket: Ti
         return "fenced"
     if claimed is None:
         _release(ctx, req, ticket)
-        _restore_fence(conn, req, req.attempt_count + 1, fence_us)
+        _restore_fence(ctx, conn, req, req.attempt_count + 1, fence_us)
         return "claimed-elsewhere"
     _prepare(ctx)
     fired = _fire(ctx, req, ticket)
@@ -146,7 +145,7 @@ def _dispatch_reserved(ctx: Context, conn: Connection, req: Snapshot, ticket: Ti
     _settle(ctx, req, ticket, plan)
     # Webhook events that came during the call are acted on now; one probe finds whether any
     # did (a build Streampixel rejected is refused before its call: see `_dispatch`).
-    if recorded and ledger.pending_events(conn, req.upload_id):
+    if recorded and ctx.ledger.pending_events(conn, req.upload_id):
         webhooks.after_outcome(ctx, req.upload_id)
     return plan.outcome if recorded else "lease-lost"
 
@@ -154,7 +153,7 @@ def _dispatch_reserved(ctx: Context, conn: Connection, req: Snapshot, ticket: Ti
 def _missed(ctx: Context, conn: Connection, req: Snapshot, ticket: Ticket, number: int,
             fence_us: int) -> None:  # fmt: skip
     """No call was made after all: undo the claim, keep the request at the lane's head."""
-    _unclaim(conn, req, number, fence_us)
+    _unclaim(ctx, conn, req, number, fence_us)
     ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token, action="requeue",
                      score=score(req))  # fmt: skip
     kick(ctx, req.user_id)
@@ -258,7 +257,7 @@ def _not_granted(ctx: Context, req: Snapshot, reply: Reply) -> str:
 def _restore_lane(ctx: Context, conn: Connection, user_id: str, now_us: int) -> int:
     """The lane has no pacing state (new, idle for long, or Redis restarted empty): refill
     it from SQL and return the floor: no slot before the last recorded attempt allows."""
-    rows, floor = ledger.waiting_and_floor(conn, user_id)
+    rows, floor = ctx.ledger.waiting_and_floor(conn, user_id)
     horizon = from_us(now_us)
     due = [r for r in rows if r.next_attempt_at is None or r.next_attempt_at <= horizon]
     ctx.pacer.add(user_id, [(member(r), score(r)) for r in due])
@@ -274,21 +273,23 @@ def _claim(ctx: Context, conn: Connection, req: Snapshot, slot_us: int,
     lease = from_us(slot_us) + timedelta(seconds=ctx.lease_s)
     attempt = {"slot_us": slot_us, "lane_free_us": fence_us, "worker": ctx.worker_name}
     ctx.hooks.before_claim(req.upload_id)
-    return ledger.claim(conn, req, utcnow(), lease, attempt)
+    return ctx.ledger.claim(conn, req, utcnow(), lease, attempt)
 
 
-def _unclaim(conn: Connection, req: Snapshot, number: int, fence_us: int) -> None:
+def _unclaim(ctx: Context, conn: Connection, req: Snapshot, number: int, fence_us: int) -> None:
     """No call was made after all: remove the attempt row, put the request back."""
     try:
-        ledger.unclaim(conn, req, number, fence_us)
+        ctx.ledger.unclaim(conn, req, number, fence_us)
     except SQLAlchemyError:
         log.exception("could not undo claim of %s; its lease will expire", req.id)
 
 
-def _restore_fence(conn: Connection, req: Snapshot, number: int, fence_us: int) -> None:
+def _restore_fence(
+    ctx: Context, conn: Connection, req: Snapshot, number: int, fence_us: int
+) -> None:
     """A claim refused after moving the fence (its request changed meanwhile) gives it back."""
     try:
-        ledger.restore_fence(conn, req, number, fence_us)
+        ctx.ledger.restore_fence(conn, req, number, fence_us)
     except SQLAlchemyError:
         log.exception("could not give back the fence of %s; the lane waits longer", req.user_id)
 
@@ -367,7 +368,7 @@ def _record(
     pause = 0.2
     while True:
         try:
-            return _write_outcome(conn, req, number, plan, fence_us)
+            return _write_outcome(ctx, conn, req, number, plan, fence_us)
         except SQLAlchemyError as exc:
             if time.monotonic() + pause > deadline:
                 log.error("outcome of %s attempt %d not recorded: %s", req.id, number, exc)
@@ -377,11 +378,12 @@ def _record(
             pause = min(pause * 2, 5.0)
 
 
-def _write_outcome(conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan,
-                   fence_us: int) -> bool:  # fmt: skip
+def _write_outcome(ctx: Context, conn: Connection, req: Snapshot, number: int,
+                   plan: outcomes.Plan, fence_us: int) -> bool:  # fmt: skip
     attempt = {"http_status": plan.http_status, "outcome": plan.outcome,
                "message": plan.message, "lane_free_us": plan.lane_free_us}  # fmt: skip
-    done = ledger.record(conn, req, number, utcnow(), plan.request_values, attempt, fence_us)
+    done = ctx.ledger.record(conn, req, number, utcnow(), plan.request_values, attempt,
+                             fence_us)  # fmt: skip
     if not done:
         log.warning("lease of %s attempt %d lost; outcome stays unknown", req.id, number)
     return done
@@ -410,11 +412,7 @@ def _release(ctx: Context, req: Snapshot, ticket: Ticket) -> None:
 
 def _fail_without_call(ctx: Context, conn: Connection, req: Snapshot, message: str) -> None:
     try:
-        conn.execute(
-            update(DistributionRequest)
-            .where(DistributionRequest.id == req.id, DistributionRequest.state.in_(WAITING))
-            .values(state=State.FAILED, last_message=message, updated_at=utcnow())
-        )
+        ctx.ledger.transition(conn, req.id, WAITING, State.FAILED, last_message=message)
         conn.commit()
     except BaseException:
         conn.rollback()

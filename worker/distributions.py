@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from worker import backpressure, callers, ledger, validation
+from worker import backpressure, callers, validation
 from worker.context import Context
 from worker.errors import (
     ConflictError,
@@ -118,23 +118,9 @@ def enqueue_placed(
         from worker import holds  # holds builds on this module
 
         return holds.enqueue_held(ctx, values, new.coalesce), None
-    engine = ctx.autocommit
-    with engine.connect() as conn:  # Core: a third of an ORM unit of work
-        if ledger.one_statement(conn):  # one statement, autocommitted: one round trip
-            with backpressure.lane_lock(new.user_id):  # the count and the insert, together
-                _check_room(ctx, conn, new)
-                old = None
-                if new.coalesce:
-                    old = ledger.supersede_and_insert(conn, values)
-                else:
-                    ledger.insert_request(conn, values)
-        else:
-            with conn.begin():
-                _check_room(ctx, conn, new)
-                old = ledger.supersede(conn, values) if new.coalesce else None
-                if old is not None:
-                    values["seq"] = old.seq
-                ledger.insert_request(conn, values)
+    with ctx.autocommit.connect() as conn:  # Core, cheaper than an ORM unit of work
+        old = ctx.ledger.insert(conn, values, coalesce=new.coalesce,
+                                check_room=lambda c: _check_room(ctx, c, new))  # fmt: skip
     req, replaced = stored(values, old)
     return req, publish(ctx, req, replaces=replaced)
 
@@ -225,12 +211,8 @@ def cancel(ctx: Context, request_id: str, caller: str | None = None) -> Distribu
     with ctx.sessions.begin() as session:
         req = get(session, request_id)
         authorize(ctx, caller, req, "cancel")
-        done = session.execute(
-            update(DistributionRequest)
-            .where(DistributionRequest.id == request_id, DistributionRequest.state.in_(PENDING))
-            .values(state=State.CANCELLED, next_attempt_at=None, updated_at=utcnow())
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
+        if not ctx.ledger.transition(session, request_id, PENDING, State.CANCELLED,
+                                     next_attempt_at=None):  # fmt: skip
             raise ConflictError(f"distribution {request_id} is {req.state}, not waiting")
     try:
         ctx.pacer.remove(req.user_id, member(req))
@@ -245,23 +227,10 @@ def retry(ctx: Context, request_id: str, caller: str | None = None) -> Distribut
     with ctx.sessions.begin() as session:
         req = get(session, request_id)
         authorize(ctx, caller, req, "retry")
-        done = session.execute(
-            update(DistributionRequest)
-            .where(
-                DistributionRequest.id == request_id,
-                DistributionRequest.state.in_((State.FAILED, State.DEAD)),
-            )
-            .values(
-                state=State.QUEUED,
-                seq=time.time_ns() // 1000,
-                failures=0,
-                processing_since=None,
-                next_attempt_at=None,
-                published_at=None,
-                updated_at=utcnow(),
-            )
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
+        again = {"seq": time.time_ns() // 1000, "failures": 0, "processing_since": None,
+                 "next_attempt_at": None, "published_at": None}  # fmt: skip
+        if not ctx.ledger.transition(session, request_id, (State.FAILED, State.DEAD),
+                                     State.QUEUED, **again):  # fmt: skip
             raise ConflictError(f"distribution {request_id} is {req.state}, not failed or dead")
     req = _reload(ctx, request_id)
     publish(ctx, req)

@@ -23,7 +23,7 @@ SpdistError
  └── PacerUnavailable            the pacer could not reach Redis: fail closed
 ```
 
-Each `StreampixelError` subclass names its attempt `outcome` (see INTERFACE.md).
+Each `StreampixelError` subclass names its attempt `outcome` (README, HTTP API).
 Messages never carry an API key: whoever builds one scrubs the key out first.
 """
 

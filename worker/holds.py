@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, update
 from worker import backpressure, distributions, ledger
 from worker.context import Context
 from worker.errors import ConflictError
+from worker.ledger.locks import lane_lock
 from worker.models import DistributionRequest, State, utcnow
 from worker.pacer import lane_member
 
@@ -34,30 +35,17 @@ SUPERSEDE_HELD = (
     .values(state=State.SUPERSEDED, superseded_by=bindparam("by"), updated_at=bindparam("now"))
 )
 
-RELEASE = (
-    update(ledger.REQUESTS)
-    .where(R.id == bindparam("rid"), R.state == State.HELD)
-    .values(
-        state=State.QUEUED,
-        seq=bindparam("seq"),
-        published_at=None,
-        next_attempt_at=None,
-        updated_at=bindparam("now"),
-    )
-)
-
-
 def enqueue_held(ctx: Context, values: dict[str, Any], coalesce: bool) -> DistributionRequest:
     """Store a new request `held` (counted by back-pressure; superseding the project's
     older held one when it coalesces); nothing goes to Redis."""
     values["state"] = State.HELD
     user_id = values["user_id"]
-    with backpressure.lane_lock(user_id), ctx.sessions.begin() as session:
+    with lane_lock(user_id), ctx.sessions.begin() as session:
         conn = session.connection()
         backpressure.check(ctx, user_id, backpressure.count_waiting(conn, user_id))
         if coalesce:
             _supersede_held(conn, values)
-        ledger.insert_request(conn, values)
+        ctx.ledger.insert_request(conn, values)
     return DistributionRequest(**values)
 
 
@@ -80,10 +68,12 @@ def release(ctx: Context, request_id: str, caller: str | None = None) -> Distrib
         distributions.authorize(ctx, caller, req, "release")
         now = utcnow()
         conn = session.connection()
-        old = _supersede_queued(conn, req, now) if req.coalesce else None
+        old = _supersede_queued(ctx, conn, req, now) if req.coalesce else None
         seq = old.seq if old is not None else time.time_ns() // 1000
-        params = {"rid": request_id, "seq": seq, "now": now}
-        if conn.execute(RELEASE, params).rowcount != 1:
+        released = ctx.ledger.transition(conn, request_id, State.HELD, State.QUEUED, seq=seq,
+                                         published_at=None, next_attempt_at=None,
+                                         updated_at=now)  # fmt: skip
+        if not released:
             raise ConflictError(f"distribution {request_id} is {req.state}, not held")
     replaces = lane_member(old.seq, old.id, old.project_id, old.upload_id) if old else None
     with ctx.sessions() as session:
@@ -93,10 +83,10 @@ def release(ctx: Context, request_id: str, caller: str | None = None) -> Distrib
     return req
 
 
-def _supersede_queued(conn: Connection, req: DistributionRequest, now: Any) -> Any:
+def _supersede_queued(ctx: Context, conn: Connection, req: DistributionRequest, now: Any) -> Any:
     """The project's oldest queued request, now superseded by `req` (None if there is none).
     Only while `req` is held: a repeated release must not supersede anything."""
     if req.state != State.HELD:
         return None
     values = {"project_id": req.project_id, "user_id": req.user_id, "id": req.id, "updated_at": now}
-    return ledger.supersede(conn, values)
+    return ctx.ledger.supersede(conn, values)

@@ -25,7 +25,7 @@ from sqlalchemy.types import TypeDecorator
 
 
 class State(StrEnum):
-    """Where a distribution request stands (INTERFACE.md, States)."""
+    """Where a distribution request stands (README, How it works)."""
 
     QUEUED = "queued"
     DISPATCHING = "dispatching"

@@ -170,8 +170,8 @@ def _refill(ctx: Context, user_ids: Sequence[str]) -> None:
     """Lanes that Redis lost (restarted empty, flushed): put their waiting requests back.
 
     Streamed, BATCH rows at a time, and only the columns a lane entry is made of: a pass
-    that refills lanes holding 10,000 requests held them all as ORM objects (~1 KB each)
-    and left the pool process that ran it ~10 MB larger for good."""
+    that refills large lanes held them all as ORM objects and left the pool process that
+    ran it larger for good (BENCHMARKS.md, design measurements)."""
     if not user_ids:
         return
     R = DistributionRequest

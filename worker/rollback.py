@@ -8,9 +8,10 @@ import logging
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from worker import backpressure, callers, distributions, ledger, validation
+from worker import backpressure, callers, distributions, validation
 from worker.context import Context
 from worker.errors import NotFoundError
+from worker.ledger.locks import lane_lock
 from worker.models import DistributionRequest, State
 from worker.pacer import lane_member
 
@@ -75,13 +76,13 @@ def rollback(
 
 def _store_and_publish(ctx: Context, values: dict[str, object]) -> DistributionRequest:
     user_id = str(values["user_id"])
-    with backpressure.lane_lock(user_id), ctx.sessions.begin() as session:
+    with lane_lock(user_id), ctx.sessions.begin() as session:
         conn = session.connection()
         backpressure.check(ctx, user_id, backpressure.count_waiting(conn, user_id))
-        old = ledger.supersede(conn, values)
+        old = ctx.ledger.supersede(conn, values)
         if old is not None:
             values["seq"] = old.seq
-        ledger.insert_request(conn, values)
+        ctx.ledger.insert_request(conn, values)
     req = DistributionRequest(**values)
     replaces = lane_member(old.seq, old.id, old.project_id, old.upload_id) if old else None
     distributions.publish(ctx, req, replaces=replaces)

@@ -1,4 +1,5 @@
-"""Settings read from the environment (and a `.env` file), as INTERFACE.md lists them."""
+"""Settings read from the environment (and a `.env` file), as the README's Configuration
+lists them."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     hold_projects: str = ""
 
-    # Pacer tuning (not in INTERFACE.md; documented in the README).
+    # Pacer tuning (not part of the shared interface; the README documents it).
     # The lead covers the claim's SQL and opening the connection (DNS, TCP, TLS).
     pacer_lead_s: float = Field(0.3, ge=0)
     # How long after its fire a call may still leave; past it, no byte is sent.

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from worker.contract import HEX24_PATTERN, PRIORITY_MAX, PRIORITY_MIN, REQUEST_ID_PATTERN
 from worker.errors import NotFoundError, ValidationError
 
-HEX24 = re.compile(r"[0-9a-fA-F]{24}")
-REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+HEX24 = re.compile(HEX24_PATTERN)
+REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 MAX_KEY_CHARS = 255
-PRIORITY_RANGE = range(-100, 101)
+PRIORITY_RANGE = range(PRIORITY_MIN, PRIORITY_MAX + 1)
 
 
 def hex24(name: str, value: object) -> str:
@@ -26,9 +27,10 @@ def hex24(name: str, value: object) -> str:
 
 
 def priority(value: object) -> int:
-    """An integer from -100 to 100 (a bool is not one)."""
+    """An integer from PRIORITY_MIN to PRIORITY_MAX (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int) or value not in PRIORITY_RANGE:
-        raise ValidationError("priority must be an integer from -100 to 100", field="priority")
+        message = f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}"
+        raise ValidationError(message, field="priority")
     return value
 
 

@@ -138,7 +138,7 @@ def attempt_dict(a: DistributionAttempt) -> dict[str, Any]:
 def distribution_dict(
     req: DistributionRequest, item: LaneItem | None = None, *, attempts: bool = True
 ) -> dict[str, Any]:
-    """The Distribution object of INTERFACE.md."""
+    """The Distribution object (README, HTTP API; fields in worker/contract.py)."""
     out: dict[str, Any] = {
         "id": req.id,
         "userId": req.user_id,
@@ -211,7 +211,7 @@ def list_distributions(
         created, request_id = decode_cursor(cursor)
         # A row comparison, which an index on (…, created_at, id) reads as a range; the same
         # condition spelt with OR was a filter, so a deep page walked every newer row first
-        # (7.5 s on a history of 600,000 requests, against 0.13 ms).
+        # (BENCHMARKS.md, design measurements).
         r = DistributionRequest
         q = q.where(tuple_(r.created_at, r.id) < tuple_(created, request_id))
     q = q.order_by(DistributionRequest.created_at.desc(), DistributionRequest.id.desc())

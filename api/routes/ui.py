@@ -25,6 +25,7 @@ from api.deps import CtxDep, token_ok
 from worker import overview
 from worker.callers import identify
 from worker.context import Context
+from worker.contract import HEX24_PATTERN
 
 router = APIRouter(prefix="/ui", tags=["console"], include_in_schema=False)
 STATIC = Path(str(files("api.static")))
@@ -147,7 +148,7 @@ def _overview(ctx: Context, user: str | None, hours: float) -> dict[str, Any]:
 async def overview_data(
     request: Request,
     ctx: CtxDep,
-    user: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F]{24}$")] = None,
+    user: Annotated[str | None, Query(pattern=f"^{HEX24_PATTERN}$")] = None,
     hours: Annotated[float, Query(gt=0, le=72)] = 6,
 ) -> dict[str, Any]:
     """Lanes, held requests, recent attempts and, with `user`, that user's time line."""

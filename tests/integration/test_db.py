@@ -68,7 +68,7 @@ def test_direct_statement_fails_as_sqlalchemy_does(pg_url: str) -> None:
             pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
             _terminate(pg_url, pid)
             with pytest.raises(DBAPIError) as err:
-                ledger.load(conn, "x" * 26)
+                ledger.PostgresLedger().load(conn, "x" * 26)
             assert err.value.connection_invalidated and conn.invalidated
         assert _backend_pid(engine) != pid
     finally:

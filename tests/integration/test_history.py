@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select, update
 
 from api.main import create_app
 from tests.integration.test_api import TestClient, close, make_ctx
-from worker import ledger, retention, tallies, views
+from worker import retention, tallies, views
 from worker.context import Context
 from worker.ledger import ATTEMPTS, REQUESTS
 from worker.models import (
@@ -121,17 +121,17 @@ def dispatch_once(ctx: Context, rid: str, outcome: str = "triggered") -> None:
     """Claim, then record an answer, through the dispatch's own statements."""
     engine = ctx.autocommit
     with engine.connect() as conn:
-        loaded = ledger.load(conn, rid)
+        loaded = ctx.ledger.load(conn, rid)
         assert loaded is not None
         now = utcnow()
         lease = now + timedelta(seconds=60)
         slot = loaded.floor_us  # the user's pacing fence lets this slot through
         attempt = {"slot_us": slot, "lane_free_us": slot + 1, "worker": "t"}
-        number = ledger.claim(conn, loaded.request, now, lease, attempt)
+        number = ctx.ledger.claim(conn, loaded.request, now, lease, attempt)
         assert isinstance(number, int)
         moved = {"state": State.SUCCEEDED, "last_message": None, "next_attempt_at": None}
         done = {"http_status": 200, "outcome": outcome, "message": "ok", "lane_free_us": slot + 1}
-        assert ledger.record(conn, loaded.request, number, utcnow(), moved, done, slot + 1)
+        assert ctx.ledger.record(conn, loaded.request, number, utcnow(), moved, done, slot + 1)
 
 
 def test_tallies_match_a_full_scan(ctx: Context) -> None:

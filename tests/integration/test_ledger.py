@@ -11,6 +11,8 @@ from sqlalchemy import Connection, select
 from worker import ledger
 from worker.db import make_engine
 from worker.ledger import ATTEMPTS, REQUESTS
+from worker.ledger.postgres import supersede_and_insert_params
+from worker.ledger.statements import SUPERSEDE_AND_INSERT_DIRECT
 from worker.models import State, new_id, utcnow
 
 USER = "1" * 24
@@ -19,9 +21,14 @@ USER = "1" * 24
 def _connection(db_url: str) -> tuple[object, Connection]:
     engine = make_engine(db_url)
     conn = engine.connect()
-    if ledger.one_statement(conn):
+    if conn.dialect.name == "postgresql":  # as the dispatch's own pool (Context.autocommit)
         conn.execution_options(isolation_level="AUTOCOMMIT")
     return engine, conn
+
+
+def _led(conn: Connection) -> ledger.Ledger:
+    """The adapter the context would choose for this connection's database."""
+    return ledger.for_engine(conn.engine)
 
 
 def _values(project: str, *, coalesce: bool = True) -> dict[str, object]:
@@ -35,14 +42,7 @@ def _values(project: str, *, coalesce: bool = True) -> dict[str, object]:
 
 def _insert(conn: Connection, project: str, *, coalesce: bool = True) -> tuple[str, Any]:
     values = _values(project, coalesce=coalesce)
-    if ledger.one_statement(conn):
-        old = ledger.supersede_and_insert(conn, values)
-    else:
-        with conn.begin():
-            old = ledger.supersede(conn, values)
-            if old is not None:
-                values["seq"] = old.seq
-            ledger.insert_request(conn, values)
+    old = _led(conn).insert(conn, values, coalesce=coalesce)
     conn.commit()
     return str(values["id"]), old
 
@@ -51,36 +51,36 @@ def test_claim_unclaim_record_are_fenced(db_url: str) -> None:
     engine, conn = _connection(db_url)
     try:
         rid, _ = _insert(conn, "a" * 24)
-        loaded = ledger.load(conn, rid)
+        loaded = _led(conn).load(conn, rid)
         assert loaded is not None and loaded.alone and loaded.floor_us == 0
         snap = loaded.request
         lease = utcnow() + timedelta(seconds=60)
         attempt = {"slot_us": 1, "lane_free_us": 7, "worker": "w"}
-        number = ledger.claim(conn, snap, utcnow(), lease, attempt)
+        number = _led(conn).claim(conn, snap, utcnow(), lease, attempt)
         assert number == 1
         # Already claimed: the fence (7) stands after this slot too, so it says so.
-        assert ledger.claim(conn, snap, utcnow(), lease, attempt) == ledger.Fenced(7)
-        assert ledger.claim(conn, snap, utcnow(), lease, {**attempt, "slot_us": 7}) is None
-        ledger.unclaim(conn, snap, number, 7)
+        assert _led(conn).claim(conn, snap, utcnow(), lease, attempt) == ledger.Fenced(7)
+        assert _led(conn).claim(conn, snap, utcnow(), lease, {**attempt, "slot_us": 7}) is None
+        _led(conn).unclaim(conn, snap, number, 7)
         assert _fence(conn) == 0  # no call was made: the fence is given back
-        back = ledger.load(conn, rid)
+        back = _led(conn).load(conn, rid)
         assert back is not None and back.request.state == State.QUEUED
         assert back.request.attempt_count == 0
         assert conn.execute(select(ATTEMPTS.c.id)).all() == []
 
-        number = ledger.claim(conn, snap, utcnow(), lease, attempt)
+        number = _led(conn).claim(conn, snap, utcnow(), lease, attempt)
         assert number == 1
         moved = {"state": State.SUCCEEDED, "last_message": "ok", "next_attempt_at": None}
         done = {"http_status": 200, "outcome": "triggered", "message": "ok", "lane_free_us": 9}
-        assert not ledger.record(conn, snap, number + 1, utcnow(), moved, done, 7)
-        assert ledger.record(conn, snap, number, utcnow(), moved, done, 7)
-        assert not ledger.record(conn, snap, number, utcnow(), moved, done, 7)  # fenced
+        assert not _led(conn).record(conn, snap, number + 1, utcnow(), moved, done, 7)
+        assert _led(conn).record(conn, snap, number, utcnow(), moved, done, 7)
+        assert not _led(conn).record(conn, snap, number, utcnow(), moved, done, 7)  # fenced
         assert _fence(conn) == 9  # the actual send plus the gap
         row = conn.execute(select(ATTEMPTS.c.outcome, ATTEMPTS.c.lane_free_us)).one()
         assert tuple(row) == ("triggered", 9)
         state = conn.execute(select(REQUESTS.c.state, REQUESTS.c.lease_expires_at)).one()
         assert tuple(state) == (State.SUCCEEDED, None)
-        loaded = ledger.load(conn, rid)
+        loaded = _led(conn).load(conn, rid)
         assert loaded is not None and loaded.floor_us == 9
     finally:
         conn.close()
@@ -94,10 +94,11 @@ def _fence(conn: Connection) -> int | None:
 
 
 def _claim(conn: Connection, rid: str, slot_us: int, free_us: int) -> object:
-    loaded = ledger.load(conn, rid)
+    loaded = _led(conn).load(conn, rid)
     assert loaded is not None
     attempt = {"slot_us": slot_us, "lane_free_us": free_us, "worker": "w"}
-    return ledger.claim(conn, loaded.request, utcnow(), utcnow() + timedelta(minutes=1), attempt)
+    lease = utcnow() + timedelta(minutes=1)
+    return _led(conn).claim(conn, loaded.request, utcnow(), lease, attempt)
 
 
 def test_fence_refuses_a_slot_before_the_last_call_allows(db_url: str) -> None:
@@ -110,18 +111,18 @@ def test_fence_refuses_a_slot_before_the_last_call_allows(db_url: str) -> None:
         assert _claim(conn, first, 1_000, 5_000) == 1
         assert _fence(conn) == 5_000
         assert _claim(conn, second, 4_999, 9_000) == ledger.Fenced(5_000)
-        loaded = ledger.load(conn, second)
+        loaded = _led(conn).load(conn, second)
         assert loaded is not None and loaded.request.state == State.QUEUED
         assert loaded.request.attempt_count == 0 and loaded.floor_us == 5_000
         assert _fence(conn) == 5_000  # a refused claim moves nothing
         assert _claim(conn, second, 5_000, 9_000) == 1
         assert _fence(conn) == 9_000
         # A record for the first call, late, does not pull back the second one's fence.
-        snap = ledger.load(conn, first)
+        snap = _led(conn).load(conn, first)
         assert snap is not None
         done = {"http_status": 200, "outcome": "triggered", "message": "ok", "lane_free_us": 4_000}
         moved = {"state": State.SUCCEEDED, "last_message": "ok", "next_attempt_at": None}
-        assert ledger.record(conn, snap.request, 1, utcnow(), moved, done, 5_000)
+        assert _led(conn).record(conn, snap.request, 1, utcnow(), moved, done, 5_000)
         assert _fence(conn) == 9_000
     finally:
         conn.close()
@@ -170,10 +171,10 @@ def test_enqueue_supersedes_the_queued_request_of_the_project(db_url: str) -> No
         assert rows == {first: State.SUPERSEDED, second: State.QUEUED}
         seqs = conn.execute(select(REQUESTS.c.seq).distinct()).all()
         assert len(seqs) == 1  # the new request took the old one's place
-        loaded = ledger.load(conn, second)
+        loaded = _led(conn).load(conn, second)
         assert loaded is not None and loaded.alone
         other, _ = _insert(conn, "b" * 24)
-        loaded = ledger.load(conn, other)
+        loaded = _led(conn).load(conn, other)
         assert loaded is not None and not loaded.alone
     finally:
         conn.close()
@@ -188,9 +189,9 @@ def test_supersede_probes_the_project_not_the_lane(pg_url: str) -> None:
         for n in range(400):
             _insert(conn, f"{n:024x}")
         conn.exec_driver_sql("ANALYZE distribution_requests")
-        st = ledger.SUPERSEDE_AND_INSERT_DIRECT
+        st = SUPERSEDE_AND_INSERT_DIRECT
         assert st.prepare is False  # planned from its values every time
-        values = st.values(ledger.supersede_and_insert_params(_values("f" * 24)))
+        values = st.values(supersede_and_insert_params(_values("f" * 24)))
         dbapi = conn.connection.driver_connection
         plan = "\n".join(r[0] for r in dbapi.execute("EXPLAIN " + st.sql, values))  # type: ignore[union-attr]
         assert "ix_requests_project_lane" in plan, plan

@@ -16,7 +16,7 @@ import pytest
 from api.main import create_app
 from tests.integration.test_api import close, make_ctx
 from tests.integration.test_cli import spdist
-from worker import distributions, ledger
+from worker import distributions
 from worker.context import Context
 from worker.dev.procs import spdist_env
 from worker.models import State, utcnow
@@ -41,7 +41,7 @@ def history(ctx: Context, project: str, *calls: tuple[str, State]) -> list[str]:
             values = distributions.new_values(new)
             at = start + timedelta(minutes=n)
             values.update(state=state, dispatched_at=at, created_at=at, attempt_count=1)
-            ledger.insert_request(session.connection(), values)
+            ctx.ledger.insert_request(session.connection(), values)
             ids.append(values["id"])
     return ids
 

@@ -1,0 +1,89 @@
+"""The ledger on SQLite: each step a short transaction of portable statements. The first
+write of a claim (the fence's upsert) takes SQLite's write lock (BEGIN IMMEDIATE, db.py),
+which serializes a user's claims as PostgreSQL's row lock on the fence does."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from worker.ledger import statements as q
+from worker.ledger.base import SharedSteps
+from worker.ledger.port import Fenced, Loaded, RoomCheck, Snapshot
+from worker.ledger.postgres import loaded, record_params, unclaim_params
+
+
+class SqliteLedger(SharedSteps):
+    name = "sqlite"
+
+    def load(self, conn: Connection, request_id: str) -> Loaded | None:
+        row = conn.execute(q.LOAD, {"rid": request_id}).first()
+        conn.commit()
+        return loaded(row) if row is not None else None
+
+    def pending_events(self, conn: Connection, upload_id: str) -> bool:
+        found = conn.execute(q.PENDING_EVENTS, {"upload": upload_id}).first()
+        conn.commit()
+        return found is not None
+
+    def claim(self, conn: Connection, req: Snapshot, now: datetime, lease: datetime,
+              attempt: dict[str, Any]) -> int | Fenced | None:  # fmt: skip
+        number = req.attempt_count + 1
+        params = {"rid": req.id, "uid": req.user_id, "was": req.attempt_count,
+                  "number": number, "lease": lease, "now": now, **attempt}  # fmt: skip
+        try:
+            if conn.execute(q.FENCE_CLAIM, params).rowcount != 1:
+                fence = conn.execute(q.FLOOR, params).scalar()
+                conn.rollback()
+                return Fenced(int(fence or 0))
+            if conn.execute(q.CLAIM, params).rowcount != 1:
+                conn.rollback()
+                return None
+            conn.execute(q.ADD_ATTEMPT, {**attempt, "request_id": req.id, "number": number,
+                                         "user_id": req.user_id, "started_at": now})  # fmt: skip
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return number
+
+    def unclaim(self, conn: Connection, req: Snapshot, number: int, fence_was: int) -> None:
+        back = unclaim_params(req, number, fence_was)
+        try:
+            conn.execute(q.DROP_ATTEMPT, back)
+            conn.execute(q.UNCLAIM_REQUEST, back)
+            conn.execute(q.FENCE_RESTORE, back)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def record(self, conn: Connection, req: Snapshot, number: int, now: datetime,
+               request_values: dict[str, Any], attempt_values: dict[str, Any],
+               fence_was: int) -> bool:  # fmt: skip
+        params = record_params(req, number, now, request_values, fence_was)
+        try:
+            conn.execute(q.FENCE_SETTLE, {**params, **attempt_values})
+            if conn.execute(q.MOVE, params).rowcount != 1:
+                conn.commit()  # the fence still learns when the call left
+                return False
+            conn.execute(q.COMPLETE_ATTEMPT, {**params, **attempt_values})
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return True
+
+    def insert(self, conn: Connection, values: dict[str, Any], *, coalesce: bool,
+               check_room: RoomCheck | None = None) -> Any:  # fmt: skip
+        # One write transaction: the count and the insert are serialized by SQLite.
+        with conn.begin():
+            if check_room is not None:
+                check_room(conn)
+            old = self.supersede(conn, values) if coalesce else None
+            if old is not None:
+                values["seq"] = old.seq
+            self.insert_request(conn, values)
+        return old
