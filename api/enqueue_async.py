@@ -224,7 +224,7 @@ class AsyncEnqueue:
         """Publish each lane's dispatch message; a refused one is logged, and waits."""
         for user_id, wake in wakes:
             try:
-                self.ctx.publish(user_id, wake)
+                self.ctx.send(user_id, wake)
             except PacerUnavailable as exc:
                 log.warning("lane of %s woken; its message waits for the broker: %s", user_id, exc)
 

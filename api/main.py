@@ -104,7 +104,7 @@ def _say_start_problems(settings: Any) -> None:
 
 
 def create_app(
-    ctx: Context | None = None, *, announce_webhook: Callable[..., None] | None = None
+    ctx: Context | None = None, *, send_webhook_event: Callable[..., None] | None = None
 ) -> FastAPI:
     """The API; `ctx` defaults to the process's context, resolved on first request."""
     app = FastAPI(
@@ -117,7 +117,7 @@ def create_app(
     )
     _redact_access_log()
     app.state.ctx = ctx
-    app.state.announce_webhook = announce_webhook or webhook_service.announce
+    app.state.send_webhook_event = send_webhook_event or webhook_service.send_event
     for router in (distributions.router, users.router, webhooks.router, health.router):
         app.include_router(router)
     app.include_router(projects.router)

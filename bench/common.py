@@ -16,7 +16,7 @@ from sqlalchemy import insert
 
 from worker.context import Context, build_context
 from worker.dev.procs import PY, Proc, spdist_env, wait_for
-from worker.distributions import kick
+from worker.distributions import wake_lane
 from worker.models import DistributionRequest, State, new_id, utcnow
 
 
@@ -47,13 +47,13 @@ def make_ctx(db_url: str, redis_url: str, interval_s: float, keys: dict[str, str
              keys_file: Path | None = None) -> Context:  # fmt: skip
     """A Context for the benchmark process itself, with its own settings."""
 
-    from worker.celery_app import app, publish_dispatch
+    from worker.celery_app import app, send_dispatch
     from worker.settings import Settings
 
     settings = Settings(database_url=db_url, redis_url=redis_url, min_interval_s=interval_s,
                         api_keys=keys or {}, api_keys_file=keys_file)  # fmt: skip
     app.conf.broker_url = redis_url
-    return build_context(settings, publish=publish_dispatch)
+    return build_context(settings, send=send_dispatch)
 
 
 def close_ctx(ctx: Context) -> None:
@@ -220,11 +220,11 @@ def fill_lanes(ctx: Context, rows: list[dict[str, Any]], batch: int = 2000) -> N
 
 def kick_lanes(ctx: Context, users: Iterable[str]) -> None:
     """Wake every lane: one dispatch message per lane head, as enqueue() does (threads only
-    overlap the round trips; each kick is the real one)."""
+    overlap the round trips; each wake_lane is the real one)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda user: kick(ctx, user), users))
+        list(pool.map(lambda user: wake_lane(ctx, user), users))
 
 
 def _ready_or_gone(p: Proc) -> bool:

@@ -38,7 +38,7 @@ same run, same broker, same worker count.
    per worker node and per task type, not per user.
 2. **Throughput across users.** 5,000 requests for 5,000 different users, fake answering
    at once. The requests are stored and their lanes woken first (bulk SQL insert, then the
-   real `kick` per lane, exactly what enqueue leaves behind), then the 2 worker nodes and
+   real `wake_lane` per lane, exactly what enqueue leaves behind), then the 2 worker nodes and
    beat start; the rate is calls per second at the fake over the middle 80 % of calls
    (start-up and tail left out). spdist's rate is read over at most the first 35 s of calls,
    so a slow build cannot push `make bench` past its 5 minutes (today all 5,000 are called

@@ -187,7 +187,7 @@ def _measure(
             users = _users(key, size.lanes, LANE_BASE)
             _seed_live(ctx, users)
             _steady_lanes(ctx, users, 120.0)
-            ctx.publish = lambda user, wake: None
+            ctx.send = lambda user, wake: None
         lanes = _side_by_side(
             {k: lambda c=c: _lanes_command(c) for k, c in ctxs.items()}, size.rounds
         )

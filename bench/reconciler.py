@@ -53,7 +53,7 @@ def run(ws: Workspace, size: ReconcilerSize, profile: bool = False) -> dict[str,
     with postgres_db() as db:
         ctx = make_ctx(db, ws.redis_url, size.interval_s)
         published: list[str] = []
-        ctx.publish = lambda user, wake: published.append(user)
+        ctx.send = lambda user, wake: published.append(user)
         try:
             rows = request_rows(dict.fromkeys(users, size.requests // size.lanes))
             t0 = time.monotonic()

@@ -85,7 +85,7 @@ def transport_options(url: str, master_name: str | None) -> dict[str, Any]:
     return options
 
 
-def publish_dispatch(user_id: str, wake: Wake) -> None:
+def send_dispatch(user_id: str, wake: Wake) -> None:
     """Send the dispatch message for a lane's head, due at the pacer's time."""
     from worker.outcomes import from_us
     from worker.reports import dispatch_repr

@@ -1,7 +1,7 @@
 """What the service functions need, made in one place: `build_context`.
 
 The app (`get_context`), the tests and the benchmark all build their context with it,
-choosing what to put in each seam: the pacer's Redis client, the publisher of dispatch
+choosing what to put in each seam: the pacer's Redis client, the sender of dispatch
 messages, the HTTP transport to Streampixel, the database engine, the claim lease and the
 test hooks (`Hooks`: a point where a fault test stops a process). A child process started by
 a test gets its seams from the environment (`SPDIST_CONTEXT_SEAMS`, below), not by having
@@ -31,7 +31,7 @@ from worker.settings import KeyRing, Settings, get_keyring, get_settings
 from worker.streampixel import StreampixelClient
 
 # Sends a dispatch message for a lane's head: (user_id, wake) -> None.
-Publisher = Callable[[str, Wake], None]
+Sender = Callable[[str, Wake], None]
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,13 @@ class Hooks:
 
 @dataclass
 class Context:
-    """Settings, the database, the pacer, the Streampixel client and the publisher."""
+    """Settings, the database, the pacer, the Streampixel client and the sender of messages."""
 
     settings: Settings
     sessions: sessionmaker[Session]
     pacer: Pacer
     keyring: KeyRing
-    publish: Publisher
+    send: Sender
     engine: Engine
     ledger: Ledger
     lease_s: float
@@ -104,7 +104,7 @@ def build_context(
     settings: Settings,
     *,
     redis_client: redis.Redis | None = None,
-    publish: Publisher | None = None,
+    send: Sender | None = None,
     transport: httpx.BaseTransport | None = None,
     engine: Engine | None = None,
     keyring: KeyRing | None = None,
@@ -112,14 +112,14 @@ def build_context(
     hooks: Hooks | None = None,
 ) -> Context:
     """A context for `settings`; each seam left out gets what production uses: the Redis
-    (or Sentinel master) of SPDIST_REDIS_URL, Celery's publisher, a real HTTP transport, an
+    (or Sentinel master) of SPDIST_REDIS_URL, Celery's sender, a real HTTP transport, an
     engine for SPDIST_DATABASE_URL, the configured keys and lease, no hooks."""
     from worker.db import make_engine
 
-    if publish is None:
-        from worker.celery_app import publish_dispatch
+    if send is None:
+        from worker.celery_app import send_dispatch
 
-        publish = publish_dispatch
+        send = send_dispatch
     engine = engine or make_engine(settings.database_url)
     client = redis_client or make_redis(settings.redis_url, settings.redis_master_name)
     return Context(
@@ -127,7 +127,7 @@ def build_context(
         sessions=sessionmaker(engine, expire_on_commit=False),
         pacer=make_pacer(settings, client),
         keyring=keyring or KeyRing(settings),
-        publish=publish,
+        send=send,
         engine=engine,
         ledger=for_engine(engine),
         lease_s=settings.lease_s if lease_s is None else lease_s,

@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from worker import outcomes, webhooks
 from worker.context import Context
-from worker.distributions import kick, member, score
+from worker.distributions import member, score, wake_lane
 from worker.errors import NotSent, PacerUnavailable, StreampixelError
 from worker.ledger import Fenced, Loaded, Snapshot
 from worker.models import (
@@ -104,7 +104,7 @@ def _dispatch(
     if not _dispatchable(ctx, req):
         if req.state not in WAITING:
             ctx.pacer.remove(req.user_id, member(req))
-        kick(ctx, req.user_id)
+        wake_lane(ctx, req.user_id)
         return "stale"
     if loaded.rejected:
         _fail_without_call(ctx, conn, req, REJECTED_BUILD)
@@ -156,7 +156,7 @@ def _missed(ctx: Context, conn: Connection, req: Snapshot, ticket: Ticket, numbe
     _unclaim(ctx, conn, req, number, fence_us)
     ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token, action="requeue",
                      score=score(req))  # fmt: skip
-    kick(ctx, req.user_id)
+    wake_lane(ctx, req.user_id)
 
 
 def _correct_lane(ctx: Context, req: Snapshot, ticket: Ticket, fenced: Fenced) -> None:
@@ -172,7 +172,7 @@ def _correct_lane(ctx: Context, req: Snapshot, ticket: Ticket, fenced: Fenced) -
     )
     ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token,
                      not_before_us=fenced.not_before_us)  # fmt: skip
-    kick(ctx, req.user_id, force=True)
+    wake_lane(ctx, req.user_id, force=True)
 
 
 def _prepare(ctx: Context) -> None:
@@ -189,7 +189,7 @@ def _drop_ghost(ctx: Context, user_id: str, request_id: str) -> None:
     for m in ghosts:
         ctx.pacer.remove(user_id, m)
     if ghosts:
-        kick(ctx, user_id)
+        wake_lane(ctx, user_id)
 
 
 def _dispatchable(ctx: Context, req: Snapshot) -> bool:
@@ -248,9 +248,9 @@ def _ask(ctx: Context, conn: Connection, loaded: Loaded, m: str, token: str) -> 
 def _not_granted(ctx: Context, req: Snapshot, reply: Reply) -> str:
     """Behind another request, or too early, or the lane held: hand the lane on."""
     if reply.kind == "behind":
-        kick(ctx, req.user_id)
+        wake_lane(ctx, req.user_id)
     else:
-        kick(ctx, req.user_id, force=True)
+        wake_lane(ctx, req.user_id, force=True)
     return reply.kind
 
 
@@ -347,7 +347,7 @@ def _left(ctx: Context, req: Snapshot, left_us: int, waiting: int) -> None:
     not_before = left_us + ctx.pacer.gap_us
     try:
         if waiting:
-            kick(ctx, req.user_id, not_before_us=not_before)
+            wake_lane(ctx, req.user_id, not_before_us=not_before)
         else:  # a request enqueued since wakes the lane itself
             ctx.pacer.settle(req.user_id, "", not_before_us=not_before)
     except PacerUnavailable as exc:
@@ -397,7 +397,7 @@ def _settle(ctx: Context, req: Snapshot, ticket: Ticket, plan: outcomes.Plan) ->
     try:
         ctx.pacer.settle(req.user_id, ticket.member, action="requeue", score=score(req),
                          not_before_us=plan.lane_free_us)  # fmt: skip
-        kick(ctx, req.user_id)
+        wake_lane(ctx, req.user_id)
     except PacerUnavailable as exc:
         log.warning("lane of %s not woken (the reconciler will): %s", req.user_id, exc)
 
@@ -405,7 +405,7 @@ def _settle(ctx: Context, req: Snapshot, ticket: Ticket, plan: outcomes.Plan) ->
 def _release(ctx: Context, req: Snapshot, ticket: Ticket) -> None:
     try:
         ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token)
-        kick(ctx, req.user_id)
+        wake_lane(ctx, req.user_id)
     except PacerUnavailable as exc:
         log.warning("reservation of %s not released (it expires): %s", req.id, exc)
 
@@ -418,4 +418,4 @@ def _fail_without_call(ctx: Context, conn: Connection, req: Snapshot, message: s
         conn.rollback()
         raise
     ctx.pacer.remove(req.user_id, member(req))
-    kick(ctx, req.user_id)
+    wake_lane(ctx, req.user_id)

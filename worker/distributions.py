@@ -162,7 +162,7 @@ def publish(ctx: Context, req: DistributionRequest, replaces: str | None = None)
     try:
         placed = ctx.pacer.enqueue(req.user_id, member(req), score(req), replaces)
         if placed.wake is not None:
-            ctx.publish(req.user_id, placed.wake)
+            ctx.send(req.user_id, placed.wake)
     except PacerUnavailable as exc:
         log.warning("request %s stored; publishing waits for Redis: %s", req.id, exc)
         return None
@@ -180,14 +180,14 @@ def mark_published(ctx: Context, request_ids: list[str]) -> None:
             )
 
 
-def kick(
+def wake_lane(
     ctx: Context, user_id: str, *, force: bool = False, not_before_us: int | None = None
 ) -> None:
     """Send a dispatch message for the lane's head unless one is already on its way;
     `not_before_us` first pushes the lane's next slot to at least that."""
     wake = ctx.pacer.wake(user_id, force=force, not_before_us=not_before_us)
     if wake is not None:
-        ctx.publish(user_id, wake)
+        ctx.send(user_id, wake)
 
 
 def get(session: Session, request_id: str) -> DistributionRequest:
@@ -216,7 +216,7 @@ def cancel(ctx: Context, request_id: str, caller: str | None = None) -> Distribu
             raise ConflictError(f"distribution {request_id} is {req.state}, not waiting")
     try:
         ctx.pacer.remove(req.user_id, member(req))
-        kick(ctx, req.user_id)
+        wake_lane(ctx, req.user_id)
     except PacerUnavailable as exc:  # a stale lane entry is dropped when it reaches the head
         log.warning("cancelled %s; lane clean-up waits for Redis: %s", request_id, exc)
     return _reload(ctx, request_id)

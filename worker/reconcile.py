@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from worker import outcomes
 from worker.context import Context
-from worker.distributions import kick, mark_published, member, publish, score
+from worker.distributions import mark_published, member, publish, score, wake_lane
 from worker.errors import Outcome, PacerUnavailable
 from worker.models import WAITING, DistributionAttempt, DistributionRequest, State, utcnow
 
@@ -138,7 +138,7 @@ def requeue_due(ctx: Context, now: datetime | None = None) -> int:
     for req in rows:
         ctx.pacer.add(req.user_id, [(member(req), score(req))])
     for user_id in {req.user_id for req in rows}:
-        kick(ctx, user_id)
+        wake_lane(ctx, user_id)
     return len(rows)
 
 
@@ -151,7 +151,7 @@ def wake_lanes(ctx: Context) -> int:
         for user_id, _ in idle:
             wake = ctx.pacer.wake(user_id)
             if wake is not None:
-                ctx.publish(user_id, wake)
+                ctx.send(user_id, wake)
                 woken += 1
     return woken
 

@@ -1,6 +1,6 @@
 """Streampixel webhooks: store the raw event first, act on it later, once.
 
-    store (API, before answering 204)  ->  announce (a `spdist.webhook` task)
+    store (API, before answering 204)  ->  send_event (a `spdist.webhook` task)
     ->  process (worker): act, then mark processed
         (a call for the upload in flight: wait, and act once its outcome is recorded)
 
@@ -70,7 +70,7 @@ def _lower(value: object) -> str | None:
     return value.lower() if isinstance(value, str) else None
 
 
-def announce(event_id: int, event: str, upload_id: str | None, project_id: str | None) -> None:
+def send_event(event_id: int, event: str, upload_id: str | None, project_id: str | None) -> None:
     """Send the `spdist.webhook` task; if the broker is down the reconciler picks it up."""
     from worker.celery_app import QUEUE, app
 
@@ -257,7 +257,7 @@ def _bring_forward(ctx: Context, ev: WebhookEvent) -> int:
 def _requeue(ctx: Context, req: DistributionRequest) -> None:
     try:
         ctx.pacer.add(req.user_id, [(distributions.member(req), distributions.score(req))])
-        distributions.kick(ctx, req.user_id)
+        distributions.wake_lane(ctx, req.user_id)
     except PacerUnavailable as exc:  # next_attempt_at is now: the reconciler requeues it
         log.warning("request %s brought forward; its lane waits for Redis: %s", req.id, exc)
 
@@ -328,7 +328,7 @@ def _fail(session: Any, req: DistributionRequest, message: str) -> bool:
 def _drop(ctx: Context, req: DistributionRequest) -> None:
     try:
         ctx.pacer.remove(req.user_id, distributions.member(req))
-        distributions.kick(ctx, req.user_id)
+        distributions.wake_lane(ctx, req.user_id)
     except PacerUnavailable as exc:  # a stale lane entry is dropped when it reaches the head
         log.warning("request %s failed; lane clean-up waits for Redis: %s", req.id, exc)
 

@@ -46,6 +46,6 @@ def streampixel(
         raise ValidationError("holds a NUL or a character UTF-8 cannot encode", field=bad)
     event_id = webhooks.store(ctx, payload)
     if event_id is not None:
-        announce = request.app.state.announce_webhook
-        background.add_task(announce, event_id, body.event, body.uploadId, body.projectId)
+        send_event = request.app.state.send_webhook_event
+        background.add_task(send_event, event_id, body.event, body.uploadId, body.projectId)
     return Response(status_code=204)

@@ -54,7 +54,7 @@ def make_ctx(
     """A context on real services whose dispatch messages land in `sent`."""
     options = {"api_keys": KEYS, "api_tokens": TOKEN, "min_interval_s": 60, **options}
     settings = Settings(database_url=db_url, redis_url=redis_url, **options)
-    return build_context(settings, publish=lambda user, wake: sent.append((user, wake)))
+    return build_context(settings, send=lambda user, wake: sent.append((user, wake)))
 
 
 def close(ctx: Context) -> None:
@@ -67,7 +67,7 @@ def client(db_url: str, redis_url: str) -> Iterator[tuple[TestClient, Context]]:
     sent: list[tuple[str, Wake]] = []
     ctx = make_ctx(db_url, redis_url, sent)
     try:
-        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+        with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
             yield c, ctx
     finally:
         close(ctx)
@@ -119,7 +119,7 @@ def test_redis_down_still_accepts(db_url: str) -> None:
     """SQL holds the request: 202, unpublished, and /readyz says Redis is unavailable."""
     dead = f"redis://127.0.0.1:{free_port()}/0"
     ctx = make_ctx(db_url, dead, [])
-    with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+    with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
         r = c.post("/v1/distributions", json=body(1), headers=AUTH)
         assert r.status_code == 202, r.text
         assert r.json()["state"] == "queued" and r.json()["position"] == 1
@@ -139,7 +139,7 @@ def test_database_cut_off_answers_503_then_recovers(pg_url: str, redis_url: str)
     import psycopg
 
     ctx = make_ctx(pg_url, redis_url, [])
-    app = create_app(ctx, announce_webhook=lambda *a: None)
+    app = create_app(ctx, send_webhook_event=lambda *a: None)
     try:
         with TestClient(app, raise_server_exceptions=False) as c:
             assert c.post("/v1/distributions", json=body(1), headers=AUTH).status_code == 202

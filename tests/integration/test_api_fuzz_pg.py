@@ -26,7 +26,7 @@ HOOK = "hook-fuzz"
 @pytest.fixture
 def app(pg_url: str, redis_url: str) -> Iterator[Any]:
     ctx = make_ctx(pg_url, redis_url, [], webhook_token=HOOK)
-    application = create_app(ctx, announce_webhook=lambda *a: None)
+    application = create_app(ctx, send_webhook_event=lambda *a: None)
     try:
         with TestClient(application):  # the lifespan: the event loop's enqueue path
             yield application

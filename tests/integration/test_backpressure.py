@@ -24,7 +24,7 @@ CAP = 3
 def client(db_url: str, redis_url: str) -> Iterator[TestClient]:
     ctx = make_ctx(db_url, redis_url, [], max_waiting_per_user=CAP)
     try:
-        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+        with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
             yield c
     finally:
         close(ctx)

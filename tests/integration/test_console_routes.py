@@ -22,7 +22,7 @@ def client(db_url: str, redis_url: str) -> Iterator[tuple[TestClient, Context]]:
     tokens = f"{TOKEN},ci={OTHER}"
     ctx = make_ctx(db_url, redis_url, [], api_tokens=tokens, operators=bare_name(TOKEN))
     try:
-        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+        with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
             yield c, ctx
     finally:
         close(ctx)

@@ -146,7 +146,7 @@ def test_answers_do_not_wait_for_the_dispatch_message(pg_url: str, redis_url: st
         sent.append((user_id, wake))
 
     c = make_ctx(pg_url, redis_url, sent)
-    c = dataclasses.replace(c, publish=slow_publish)
+    c = dataclasses.replace(c, send=slow_publish)
     u = user()
 
     async def run() -> tuple[list[Any], list[Any]]:

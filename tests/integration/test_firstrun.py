@@ -55,7 +55,7 @@ def test_unmigrated_database_says_run_migrate(empty_db_url: str, redis_url: str)
 def test_unmigrated_database_answers_503_with_the_fix(empty_db_url: str, redis_url: str) -> None:
     ctx = make_ctx(empty_db_url, redis_url, [])
     try:
-        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as client:
+        with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as client:
             r = client.get("/v1/distributions", headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 503 and "run `spdist migrate`" in r.json()["detail"]
         assert "SELECT" not in r.text

@@ -156,7 +156,7 @@ def test_metrics_scrape_and_its_token(db_url: str, redis_url: str) -> None:
     try:
         rid = add_request(ctx, USERS[0], State.QUEUED, at=utcnow())
         dispatch_once(ctx, rid)
-        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+        with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
             assert c.get("/metrics").status_code == 401
             wrong = c.get("/metrics", headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401 and "detail" in wrong.json()

@@ -64,7 +64,7 @@ def api(db_url: str, redis_url: str) -> Iterator[tuple[TestClient, Context]]:
     ctx.client_factory = NoCall  # type: ignore[assignment]
     ctx.sent = sent  # type: ignore[attr-defined]
     try:
-        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+        with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
             yield c, ctx
     finally:
         close(ctx)
@@ -235,7 +235,7 @@ def test_held_requests_count_against_the_cap(db_url: str, redis_url: str) -> Non
         max_waiting_per_user=1,
     )
     try:
-        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+        with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
             assert c.post("/v1/distributions", json=body(hold=True), headers=CI).status_code == 202
             full = c.post("/v1/distributions", json=body(2, 2), headers=CI)  # the fast path
             assert full.status_code == 429 and "Retry-After" in full.headers

@@ -30,7 +30,7 @@ def cursor(raw: str) -> str:
 def client(db_url: str, redis_url: str) -> Iterator[TestClient]:
     ctx = make_ctx(db_url, redis_url, [], webhook_token="hook-5xx")
     try:
-        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+        with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
             yield c
     finally:
         close(ctx)

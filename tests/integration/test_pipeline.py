@@ -80,7 +80,7 @@ def context_for(env: dict[str, str]) -> Context:
     """A Context built from a process environment, for enqueuing from the test."""
     import json
 
-    from worker.celery_app import app, publish_dispatch
+    from worker.celery_app import app, send_dispatch
     from worker.settings import Settings
 
     settings = Settings(
@@ -90,7 +90,7 @@ def context_for(env: dict[str, str]) -> Context:
         min_interval_s=float(env["SPDIST_MIN_INTERVAL_S"]),
     )
     app.conf.broker_url = settings.redis_url
-    return build_context(settings, publish=publish_dispatch)
+    return build_context(settings, send=send_dispatch)
 
 
 @pytest.fixture

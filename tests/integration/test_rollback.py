@@ -57,7 +57,7 @@ def api(db_url: str, redis_url: str) -> Iterator[tuple[TestClient, Context]]:
         min_interval_s=3600,
     )
     try:
-        with TestClient(create_app(ctx, announce_webhook=lambda *a: None)) as c:
+        with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
             yield c, ctx
     finally:
         close(ctx)

@@ -71,7 +71,7 @@ def context(db_url: str, cluster: SentinelCluster, sent: list[tuple[str, Wake]])
         api_keys=USER_KEYS,
         min_interval_s=60,
     )
-    return build_context(settings, publish=lambda user, wake: sent.append((user, wake)))
+    return build_context(settings, send=lambda user, wake: sent.append((user, wake)))
 
 
 def new(user: str) -> NewDistribution:

@@ -136,10 +136,10 @@ class System:
         settings = Settings(database_url=self.db_url, redis_url=self.redis_url, api_keys=keys,
                             min_interval_s=self.interval_s, pacer_guard_s=0.15,
                             redis_master_name=self.master_name)  # fmt: skip
-        return build_context(settings, publish=self.publish)
+        return build_context(settings, send=self.send_dispatch)
 
-    def publish(self, user_id: str, wake: Any) -> None:
-        """publish_dispatch, through this system's broker."""
+    def send_dispatch(self, user_id: str, wake: Any) -> None:
+        """send_dispatch, through this system's broker."""
         from kombu.exceptions import OperationalError
         from redis import RedisError
 

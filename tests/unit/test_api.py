@@ -46,9 +46,9 @@ class Api:
         self.ctx = build_context(
             settings,
             redis_client=fakeredis.FakeRedis(),
-            publish=lambda user, wake: self.sent.append((user, wake)),
+            send=lambda user, wake: self.sent.append((user, wake)),
         )
-        app = create_app(self.ctx, announce_webhook=lambda i, *_: self.announced.append(i))
+        app = create_app(self.ctx, send_webhook_event=lambda i, *_: self.announced.append(i))
         self.client = TestClient(app)
 
     def post(self, body: dict[str, Any], **headers: str) -> Any:

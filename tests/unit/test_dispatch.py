@@ -61,7 +61,7 @@ class Harness:
         self.ctx = build_context(
             self.settings.model_copy(update={"streampixel_url": "http://sp.test/api"}),
             redis_client=self.redis,
-            publish=lambda user, wake: self.sent.append((user, wake)),
+            send=lambda user, wake: self.sent.append((user, wake)),
             transport=transport,
             engine=self.engine,
         )
