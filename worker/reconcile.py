@@ -28,7 +28,7 @@ from typing import TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import outcomes
+from worker import outcomes, webhooks
 from worker.context import Context
 from worker.distributions import mark_published, member, publish, score, wake_lane
 from worker.errors import Outcome, PacerUnavailable
@@ -191,13 +191,8 @@ def _refill(ctx: Context, user_ids: Sequence[str]) -> None:
 
 def _pending_webhooks(ctx: Context) -> int:
     """Webhook events stored but not acted on (their message was lost)."""
-    from worker import webhooks
-
-    process = getattr(webhooks, "process_pending_webhooks", None)
-    if process is None:
-        return 0
     try:
-        return int(process(ctx))
+        return webhooks.process_pending_webhooks(ctx)
     except (SQLAlchemyError, PacerUnavailable) as exc:
         log.warning("pending webhooks not processed: %s", exc)
         return 0
