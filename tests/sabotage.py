@@ -91,7 +91,7 @@ CASES: tuple[Case, ...] = (
          f"{SYSTEM}/test_postgres.py::test_postgres_unreachable_10s",
          (("worker/dispatch.py",
            "    except SQLAlchemyError:\n        _release(ctx, req, ticket)\n        raise\n",
-           "    except SQLAlchemyError:\n        number = req.attempt_count + 1\n"),)),
+           "    except SQLAlchemyError:\n        claimed = req.attempt_count + 1\n"),)),
     Case("same message twice", "`_dispatchable` state check + claim fencing",
          f"{SYSTEM}/test_messages.py::test_same_message_published_twice",
          (("worker/dispatch.py", "    if req.state == State.QUEUED:\n        return True\n",
