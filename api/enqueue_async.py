@@ -87,8 +87,9 @@ class AsyncEnqueue:
     @staticmethod
     def serves(new: NewDistribution) -> bool:
         """Whether this path takes `new`: coalescing requests (the one-statement insert),
-        not held ones (they go to no lane)."""
-        return new.coalesce and not new.hold
+        not held ones (they go to no lane), nor those with a callback URL (a column its
+        batch insert does not write)."""
+        return new.coalesce and not new.hold and new.callback_url is None
 
     async def open(self) -> None:
         await self.pool.open(wait=False)

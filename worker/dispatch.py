@@ -355,7 +355,11 @@ def _left(ctx: Context, req: Snapshot, left_us: int, waiting: int) -> None:
 
 
 def _record(
-    ctx: Context, conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan,
+    ctx: Context,
+    conn: Connection,
+    req: Snapshot,
+    number: int,
+    plan: outcomes.Plan,
     fence_us: int,
 ) -> bool:
     """Complete the attempt and move the request, fenced by the attempt number.

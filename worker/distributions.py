@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from worker import backpressure, callers, validation
+from worker import backpressure, callbacks, callers, validation
 from worker.context import Context
 from worker.errors import (
     ConflictError,
@@ -39,6 +39,7 @@ class NewDistribution:
     coalesce: bool = True
     created_by: str = callers.CLI
     hold: bool = False  # start `held`, in no lane until released (worker/holds.py)
+    callback_url: str | None = None  # changes of state POSTed there (worker/callbacks.py)
 
 
 def validate(
@@ -51,6 +52,7 @@ def validate(
     *,
     created_by: str = callers.CLI,
     hold: object = False,
+    callback_url: object = None,
 ) -> NewDistribution:
     """Check ids, priority and coalesce (worker/validation.py) and that the user has a key;
     raises ValidationError naming the field."""
@@ -60,9 +62,10 @@ def validate(
     rank = validation.priority(priority)
     replace = validation.flag("coalesce", coalesce)
     held = validation.flag("hold", hold)
+    callback = callbacks.check_url(ctx.settings, callback_url)
     if user not in ctx.keyring:
         raise ValidationError("no API key is configured for this userId", field="userId")
-    return NewDistribution(user, project, upload, rank, replace, created_by, held)
+    return NewDistribution(user, project, upload, rank, replace, created_by, held, callback)
 
 
 class LaneEntry(Protocol):
@@ -141,7 +144,7 @@ def new_values(
         "seq": time.time_ns() // 1000, "state": State.QUEUED, "created_at": now,
         "updated_at": now, "attempt_count": 0, "failures": 0,
         "idempotency_key": idempotency_key, "request_hash": request_hash,
-        "created_by": new.created_by,
+        "created_by": new.created_by, "callback_url": new.callback_url,
     }  # fmt: skip
 
 
@@ -247,6 +250,8 @@ def body_hash(new: NewDistribution) -> str:
     fields = asdict(new)
     if not new.hold:  # the hash of a body without `hold` stays what it was before it existed
         del fields["hold"]
+    if new.callback_url is None:  # nor that of a body without `callbackUrl`
+        del fields["callback_url"]
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -254,6 +259,7 @@ def body_hash(new: NewDistribution) -> str:
 MESSAGE_FIELDS = {
     *("userId", "projectId", "uploadId", "priority", "coalesce", "idempotencyKey", "createdBy"),
     "hold",
+    "callbackUrl",
 }
 
 
@@ -273,6 +279,7 @@ def enqueue_message(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
             body.get("coalesce", True),
             created_by=_task_caller(body),
             hold=body.get("hold", False),
+            callback_url=body.get("callbackUrl"),
         )
         key = body.get("idempotencyKey")
         if key is None:

@@ -35,6 +35,7 @@ SUPERSEDE_HELD = (
     .values(state=State.SUPERSEDED, superseded_by=bindparam("by"), updated_at=bindparam("now"))
 )
 
+
 def enqueue_held(ctx: Context, values: dict[str, Any], coalesce: bool) -> DistributionRequest:
     """Store a new request `held` (counted by back-pressure; superseding the project's
     older held one when it coalesces); nothing goes to Redis."""

@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 CHUNK = 1000
 
 
-
 def next_slots(ctx: Context, session: Session, user_ids: Sequence[str]) -> dict[str, datetime]:
     """When each lane's next call may start: the pacer's state, else the SQL floor."""
     now = utcnow()

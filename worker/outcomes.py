@@ -72,9 +72,7 @@ def _rate_limited(
     return Plan(**base, requeue_at_head=True, request_values=values)
 
 
-def _processing(
-    settings: Settings, req: Snapshot, message: str, now: datetime
-) -> dict[str, Any]:
+def _processing(settings: Settings, req: Snapshot, message: str, now: datetime) -> dict[str, Any]:
     """ "No URL yet": 30 s doubling to 10 min, for up to two hours from the first such answer."""
     since = req.processing_since or now
     if (now - since).total_seconds() >= settings.processing_window_s:

@@ -88,11 +88,23 @@ def run(folder: Path) -> int:
     return stack.run()
 
 
-NOISE = ("spdist.reconcile", "due task reconcile", "spdist.housekeep", "due task housekeep",
-         '"GET /', "_warn_or_raise_security_error",
-         "SecurityWarning", "running the worker with superuser", "HTTP Request: POST",
-         "Inspect method", "'celery.", "absolutely not recommended", "--uid option",
-         "User information: uid", "] received")
+NOISE = (
+    "spdist.reconcile",
+    "due task reconcile",
+    "spdist.housekeep",
+    "due task housekeep",
+    '"GET /',
+    "_warn_or_raise_security_error",
+    "SecurityWarning",
+    "running the worker with superuser",
+    "HTTP Request: POST",
+    "Inspect method",
+    "'celery.",
+    "absolutely not recommended",
+    "--uid option",
+    "User information: uid",
+    "] received",
+)
 
 
 def _noise(line: str) -> bool:

@@ -56,6 +56,7 @@ def waiting(state: Any) -> ColumnElement[bool]:
     "expanding" parameter, rendered again at every execution."""
     return cast(ColumnElement[bool], state.in_([literal_column(f"'{s.value}'") for s in WAITING]))
 
+
 # The user's pacing fence: one primary-key probe, however long the history.
 FLOOR = select(F.not_before_us).where(F.user_id == bindparam("uid"))
 
@@ -243,7 +244,8 @@ INSERT_REQUEST = insert(REQUESTS)
 # PostgreSQL: supersede and insert as ONE statement; the new row takes the old one's seq.
 NEW_REQUEST_COLUMNS = ("id", "user_id", "project_id", "upload_id", "priority", "coalesce",
                        "seq", "state", "created_at", "updated_at", "attempt_count",
-                       "failures", "idempotency_key", "request_hash", "created_by")  # fmt: skip
+                       "failures", "idempotency_key", "request_hash", "created_by",
+                       "callback_url")  # fmt: skip
 _OLD = SUPERSEDE.cte("old")
 
 
