@@ -77,10 +77,10 @@ def claim(conn: Connection, ctx: Context, limit: int = BATCH) -> list[Claimed]:
         )  # fmt: skip
         rows = conn.execute(
             update(DELIVERIES).where(C.id.in_(picked.scalar_subquery()))
-            .values(claimed_until=lease).returning(*columns)
+            .values(claimed_until=lease, started_at=now).returning(*columns)
         ).all()  # fmt: skip
         conn.commit()
-        return [Claimed(*r, lease) for r in rows]
+        return [Claimed(**r._mapping, lease=lease) for r in rows]
     candidates = conn.execute(
         select(*columns).where(due_filter(now)).order_by(C.due_at).limit(limit)
     ).all()
@@ -91,11 +91,11 @@ def claim(conn: Connection, ctx: Context, limit: int = BATCH) -> list[Claimed]:
             update(DELIVERIES)
             .where(C.id == r.id, C.finished_at.is_(None))
             .where((C.claimed_until.is_(None)) | (C.claimed_until < now))
-            .values(claimed_until=lease)
+            .values(claimed_until=lease, started_at=now)
         ).rowcount
         conn.commit()
         if won:
-            taken.append(Claimed(*r, lease))
+            taken.append(Claimed(**r._mapping, lease=lease))
     return taken
 
 
