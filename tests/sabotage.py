@@ -34,12 +34,16 @@ class Case:
     edits: tuple[tuple[str, str, str], ...]  # (file, old, new)
 
 
-_NO_FENCE = ("worker/ledger/statements.py",
-             '_FENCE_OPEN = F.not_before_us <= bindparam("slot_us", type_=F.not_before_us.type)\n',
-             "_FENCE_OPEN = F.not_before_us == F.not_before_us\n")
-_NO_SEND_TIME = ("worker/dispatch.py",
-                 "    return answer, fired.now_us + max(0, int((left_mono - fired.before_mono) * US))\n",
-                 "    return answer, fired.now_us\n")
+_NO_FENCE = (
+    "worker/ledger/statements.py",
+    '_FENCE_OPEN = F.not_before_us <= bindparam("slot_us", type_=F.not_before_us.type)\n',
+    "_FENCE_OPEN = F.not_before_us == F.not_before_us\n",
+)
+_NO_SEND_TIME = (
+    "worker/dispatch.py",
+    "    return answer, fired.now_us + max(0, int((left_mono - fired.before_mono) * US))\n",
+    "    return answer, fired.now_us\n",
+)
 _NO_PREPARE = ("worker/dispatch.py", "    _prepare(ctx)\n    fired = _fire", "    fired = _fire")
 
 CASES: tuple[Case, ...] = (

@@ -48,9 +48,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_ctx(
-    db_url: str, redis_url: str, sent: list[tuple[str, Wake]], **options: Any
-) -> Context:
+def make_ctx(db_url: str, redis_url: str, sent: list[tuple[str, Wake]], **options: Any) -> Context:
     """A context on real services whose dispatch messages land in `sent`."""
     options = {"api_keys": KEYS, "api_tokens": TOKEN, "min_interval_s": 60, **options}
     settings = Settings(database_url=db_url, redis_url=redis_url, **options)

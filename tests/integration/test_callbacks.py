@@ -199,9 +199,7 @@ def test_lease_keeps_a_claimed_try_from_a_second_deliverer(
         close(ctx)
 
 
-def test_receiver_that_never_answers_is_retried_spaced(
-    db_url: str, redis_url: str
-) -> None:
+def test_receiver_that_never_answers_is_retried_spaced(db_url: str, redis_url: str) -> None:
     """Each try waits at most the timeout, then the next is written after the backoff; the
     deliverer's threads are their own (the dispatch path never waits on them)."""
     with Receiver(SECRET, Script(hang_s=1.0)) as hung:

@@ -68,8 +68,10 @@ def test_coalescing_from_the_command_line(env: dict[str, str]) -> None:
         (["--user", "xyz", "--project", PROJECT, "--upload", UPLOAD], "userId must be 24"),
         (["--user", USER, "--project", PROJECT, "--upload", "zz" * 12], "uploadId must be 24"),
         (["--user", "9" * 24, "--project", PROJECT, "--upload", UPLOAD], "no API key"),
-        (["--user", USER, "--project", PROJECT, "--upload", UPLOAD, "--priority", "101"],
-         "priority"),
+        (
+            ["--user", USER, "--project", PROJECT, "--upload", UPLOAD, "--priority", "101"],
+            "priority",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_one_line(

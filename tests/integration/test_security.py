@@ -29,8 +29,18 @@ HOOK = "hook-" + uuid.uuid4().hex
 
 @pytest.mark.parametrize(
     "header",
-    [None, "Bearer", "Bearer  x", "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x",
-     f"Bearer {TOKEN[:-1]}", f"{TOKEN}", "Bearer a,b", f"Bearer {TOKEN},{TOKEN}"],
+    [
+        None,
+        "Bearer",
+        "Bearer  x",
+        "Bearer wrong",
+        f"Basic {TOKEN}",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        f"{TOKEN}",
+        "Bearer a,b",
+        f"Bearer {TOKEN},{TOKEN}",
+    ],
 )
 def test_bad_bearer_tokens_get_401(header: str | None, api_proc: str) -> None:
     headers = {} if header is None else {"Authorization": header}

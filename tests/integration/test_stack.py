@@ -64,9 +64,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_up_runs_the_stack_and_ctrl_c_stops_it(
-    pg_url: str, redis_url: str, tmp_path: Path
-) -> None:
+def test_up_runs_the_stack_and_ctrl_c_stops_it(pg_url: str, redis_url: str, tmp_path: Path) -> None:
     env = spdist_env(pg_url, redis_url, "http://127.0.0.1:9/pixelStripeApi", USER_KEYS)
     out = run_and_stop(env, tmp_path, signal.SIGINT)
     for name in ("api", "worker", "beat", "flower", "spdist"):
