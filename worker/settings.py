@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # Callbacks (README, Callbacks): where they may go, and the key that signs them.
     callback_hosts: str = ""
     callback_secret: SecretStr | None = None
+    # The callbackUrl of requests auto-distribution makes (they have no caller to give one).
+    auto_callback_url: str | None = None
 
     # Pacer tuning (not part of the shared interface; the README documents it).
     # The lead covers the claim's SQL and opening the connection (DNS, TCP, TLS).

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from worker.dev import pipeline
+from worker.dev.callback_receiver import Receiver
 from worker.dev.stack import PY, Stack, ensure_redis, ports, ports_free, start_services
 from worker.redis_url import sync_client, with_db
 
@@ -66,7 +68,8 @@ def run(folder: Path) -> int:
     redis_url, master = demo_redis_url(settings.redis_url), settings.redis_master_name
     api_port, flower_port = ports()
     fake_port = free_port()
-    env = _env(folder, redis_url, api_port, fake_port)
+    receiver = Receiver(pipeline.SECRET)  # the demo's callback receiver (worker/dev/pipeline.py)
+    env = {**_env(folder, redis_url, api_port, fake_port), **pipeline.env(receiver)}
     if master:
         env["SPDIST_REDIS_MASTER_NAME"] = master
     stack = Stack(env, hide=_noise)
@@ -74,7 +77,7 @@ def run(folder: Path) -> int:
         return 1
     _flush(redis_url, master)
     upgrade(env["SPDIST_DATABASE_URL"])
-    (folder / "keys.json").write_text(json.dumps(KEYS))
+    (folder / "keys.json").write_text(json.dumps(KEYS | {pipeline.USER: "demo-key-pipeline"}))
     if not ports_free(stack, api_port, flower_port):
         return 1
     hook_url = f"http://127.0.0.1:{api_port}/v1/webhooks/streampixel/{HOOK}"
@@ -84,6 +87,10 @@ def run(folder: Path) -> int:
     start_services(stack, api_port, flower_port)
     feeder = Feeder(stack, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{fake_port}")
     threading.Thread(target=feeder.run, daemon=True).start()
+    story = pipeline.Pipeline(stack, feeder.http, f"/v1/webhooks/streampixel/{HOOK}")
+    receiver.on_event = story.on_callback
+    receiver.thread.start()
+    threading.Thread(target=story.run, daemon=True).start()
     _hints(stack, env, api_port, flower_port)
     return stack.run()
 
@@ -118,7 +125,7 @@ def _env(folder: Path, redis_url: str, api_port: int, fake_port: int) -> dict[st
         SPDIST_DATABASE_URL=f"sqlite:///{(folder / 'spdist.db').resolve()}",
         SPDIST_REDIS_URL=redis_url,
         SPDIST_STREAMPIXEL_URL=f"http://127.0.0.1:{fake_port}/pixelStripeApi",
-        SPDIST_API_KEYS=json.dumps(KEYS),
+        SPDIST_API_KEYS=json.dumps(KEYS | {pipeline.USER: "demo-key-pipeline"}),
         SPDIST_MIN_INTERVAL_S=str(INTERVAL_S),
         SPDIST_API_TOKENS=f"demo={TOKEN}",
         SPDIST_OPERATORS="demo",  # so the console opens with the demo's token
