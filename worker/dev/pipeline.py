@@ -53,6 +53,7 @@ class Pipeline:
     def run(self) -> None:
         """The whole flow for two uploads, then a rollback to the first."""
         try:
+            self._wait_ready()
             for upload in UPLOADS:
                 if not self._release_flow(upload):
                     return
@@ -79,6 +80,15 @@ class Pipeline:
         self.say(f"validation: POST /v1/distributions/{held['id'][:8]}…/release -> "
                  f"{r.json()['state']}")  # fmt: skip
         return self._follow(held["id"]) == "confirmed"
+
+    def _wait_ready(self) -> None:
+        while not self.stack.stopping.is_set():
+            try:
+                if self.http.get("/readyz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            self.stack.stopping.wait(0.3)
 
     def _rollback(self) -> None:
         self.say(f"operator: POST /v1/projects/{PROJECT[:6]}…/rollback (back from "
