@@ -18,11 +18,13 @@ from worker.dev.procs import PY, ROOT, spdist_env, wait_for
 pytestmark = pytest.mark.integration
 
 
-def start_up(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    log = cwd / "up.log"
+def start_up(
+    env: dict[str, str], cwd: Path, command: str = "up"
+) -> tuple[subprocess.Popen[bytes], Path]:
+    log = cwd / f"{command}.log"
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [PY, "-m", "worker.cli", "up"], env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd,
+            [PY, "-m", "worker.cli", command], env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     return proc, log
