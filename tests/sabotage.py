@@ -181,7 +181,7 @@ CASES += (
          (("worker/distributions.py", "            DistributionRequest.created_by == created_by,\n", ""),)),
     Case("auto-distribution's keys", "spdist's own caller name for auto-distribution",
          f"{INTEG}/test_webhook_events.py::test_no_caller_can_take_auto_distributions_key",
-         (("worker/webhooks.py", "created_by=callers.AUTO, hold=hold", 'created_by="ci", hold=hold'),)),
+         (("worker/webhooks.py", "created_by=callers.AUTO, hold=hold,", 'created_by="ci", hold=hold,'),)),
     Case("cancel/retry permission", "`may_act` (anyone may act)",
          f"{UNIT}/test_edge_cases.py::test_only_the_creator_or_an_operator_may_act",
          (("worker/callers.py", "    return caller is None or caller == created_by or caller in set(operators)\n",

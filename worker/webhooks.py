@@ -280,14 +280,9 @@ def _auto_distribute(ctx: Context, ev: WebhookEvent) -> str:
         # this key in advance, nor see the request as its own.
         project, upload = ev.project_id or "", ev.upload_id or ""
         hold = project in ctx.settings.hold_project_ids  # SPDIST_HOLD_PROJECTS: wait for a release
+        callback = ctx.settings.auto_callback_url  # SPDIST_AUTO_CALLBACK_URL, checked as any
         new = distributions.validate(
-            ctx,
-            user_id,
-            project,
-            upload,
-            created_by=callers.AUTO,
-            hold=hold,
-            callback_url=ctx.settings.auto_callback_url,  # checked like any other
+            ctx, user_id, project, upload, created_by=callers.AUTO, hold=hold, callback_url=callback
         )
         key = f"build.approved:{ev.id}"
         req, _, _ = distributions.enqueue_once(ctx, new, key, distributions.body_hash(new))
