@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from api.main import create_app
 from tests.integration.test_api import close, make_ctx
-from worker import deliverer
+from worker import deliverer, distributions
 from worker.context import Context
 from worker.dev.callback_receiver import Receiver, Script
 from worker.models import CallbackDelivery, DistributionRequest, State
@@ -248,3 +248,14 @@ def test_cli_enqueue_callback_url(db_url: str, redis_url: str, receiver: Receive
     ok = spdist(env, "enqueue", *ids, "--callback-url", receiver.url)
     assert ok.returncode == 0, ok.stderr
     assert SECRET not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
+
+
+def test_celery_task_takes_a_callback_url(
+    api: tuple[TestClient, Context], receiver: Receiver
+) -> None:
+    _, ctx = api
+    refused = distributions.enqueue_message(ctx, body(callbackUrl="http://elsewhere.example/"))
+    assert refused["field"] == "callbackUrl"
+    made = distributions.enqueue_message(ctx, body(callbackUrl=receiver.url))
+    with ctx.sessions() as session:
+        assert session.get(DistributionRequest, made["id"]).callback_url == receiver.url  # type: ignore[union-attr]
