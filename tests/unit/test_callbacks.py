@@ -50,6 +50,10 @@ def test_allowed_urls(url: str) -> None:
         "https:///nohost",
         "",
         "x" * 3000,
+        "http://[::1",  # urlsplit refuses it
+        "http://hooks.example.com:x/",
+        "http://hooks.example.com/\udcff",  # a lone surrogate, as JSON may carry
+        "http://hooks.example.com/\x00",
     ],
 )
 def test_refused_urls(url: str) -> None:
