@@ -84,6 +84,7 @@ def superseded(rows: list[Any]) -> Any:
 
 def supersede_and_insert_params(values: dict[str, Any]) -> dict[str, Any]:
     """SUPERSEDE_AND_INSERT's parameters for the new request's row `values`."""
+    values = {"callback_url": None, **values}  # optional: a request without a callback
     params = {f"new_{n}": values[n] for n in q.NEW_REQUEST_COLUMNS}
     params.update(pid=values["project_id"], uid=values["user_id"], by=values["id"],
                   now=values["updated_at"])  # fmt: skip
