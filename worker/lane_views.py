@@ -23,13 +23,25 @@ log = logging.getLogger(__name__)
 CHUNK = 1000
 
 
-
 def next_slots(ctx: Context, session: Session, user_ids: Sequence[str]) -> dict[str, datetime]:
     """When each lane's next call may start: the pacer's state, else the SQL floor."""
-    now = utcnow()
     free = _redis_next_free(ctx, user_ids)
     missing = [u for u in user_ids if not free.get(u)]
-    floors = sql_floors(session, missing) if missing else {}
+    return _slots(user_ids, free, sql_floors(session, missing) if missing else {})
+
+
+def next_slots_given_floors(
+    ctx: Context, user_ids: Sequence[str], floors: dict[str, int]
+) -> dict[str, datetime]:
+    """`next_slots` for a caller whose own SQL read brought every lane's fence already
+    (/metrics joins them into its one statement): only the Redis round trip is left."""
+    return _slots(user_ids, _redis_next_free(ctx, user_ids), floors)
+
+
+def _slots(
+    user_ids: Sequence[str], free: dict[str, int], floors: dict[str, int]
+) -> dict[str, datetime]:
+    now = utcnow()
     out: dict[str, datetime] = {}
     for user_id in user_ids:
         us = free.get(user_id) or floors.get(user_id)
