@@ -122,7 +122,7 @@ def read(session: Session, now: datetime) -> list[Lane]:
 def families(ctx: Context, lanes: Sequence[Lane], now: datetime) -> list[Family]:
     """The five series of `lanes`, the next slots from Redis in one round trip."""
     floors = {lane.user_id: int(lane.floor_us) for lane in lanes if lane.floor_us}
-    slots = lane_views.next_slots_given_floors(ctx, [lane.user_id for lane in lanes], floors)
+    slots = lane_views.next_slots_given_floors(ctx, [x.user_id for x in lanes], floors, now)
     ready = [lane for lane in lanes if lane.ready]
     return [
         Family(

@@ -31,17 +31,21 @@ def next_slots(ctx: Context, session: Session, user_ids: Sequence[str]) -> dict[
 
 
 def next_slots_given_floors(
-    ctx: Context, user_ids: Sequence[str], floors: dict[str, int]
+    ctx: Context, user_ids: Sequence[str], floors: dict[str, int], now: datetime
 ) -> dict[str, datetime]:
     """`next_slots` for a caller whose own SQL read brought every lane's fence already
-    (/metrics joins them into its one statement): only the Redis round trip is left."""
-    return _slots(user_ids, _redis_next_free(ctx, user_ids), floors)
+    (/metrics joins them into its one statement), as of its `now`: only the Redis round
+    trip is left."""
+    return _slots(user_ids, _redis_next_free(ctx, user_ids), floors, now)
 
 
 def _slots(
-    user_ids: Sequence[str], free: dict[str, int], floors: dict[str, int]
+    user_ids: Sequence[str],
+    free: dict[str, int],
+    floors: dict[str, int],
+    now: datetime | None = None,
 ) -> dict[str, datetime]:
-    now = utcnow()
+    now = now or utcnow()
     out: dict[str, datetime] = {}
     for user_id in user_ids:
         us = free.get(user_id) or floors.get(user_id)
