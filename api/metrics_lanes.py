@@ -157,12 +157,22 @@ def _stalled(lane: Lane, now: datetime) -> float:
 def write(families: Iterable[Family]) -> str:
     """Prometheus text exposition of gauge families, as `generate_latest` writes it."""
     out: list[str] = []
+    labels: dict[str, str] = {}  # a lane's label is in every family: escaped once
     for f in families:
         out.append(f"# HELP {f.name} {_help(f.doc)}\n# TYPE {f.name} gauge\n")
-        out.extend(
-            f'{f.name}{{{f.label}="{_label(v)}"}} {floatToGoString(x)}\n' for v, x in f.samples
-        )
+        for v, x in f.samples:
+            label = labels.get(v)
+            if label is None:
+                label = labels[v] = _label(v)
+            out.append(f'{f.name}{{{f.label}="{label}"}} {_value(x)}\n')
     return "".join(out)
+
+
+def _value(x: float) -> str:
+    """floatToGoString's text, for the counts without its float round trip."""
+    if type(x) is int and 0 <= x < 1_000_000:  # below Go's switch to an exponent
+        return f"{x}.0"
+    return str(floatToGoString(x))
 
 
 def _help(doc: str) -> str:

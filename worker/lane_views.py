@@ -59,7 +59,7 @@ def _redis_next_free(ctx: Context, user_ids: Sequence[str]) -> dict[str, int]:
         script = _script(ctx.pacer.redis)
         for start in range(0, len(user_ids), CHUNK):
             chunk = user_ids[start : start + CHUNK]
-            values = script(keys=[keys.lane_state(u) for u in chunk])
+            values = script(keys=[keys.lane_state(u) for u in chunk]).split(b",")
             out.update({u: int(v) for u, v in zip(chunk, values, strict=True) if v})
     except RedisError as exc:
         log.info("lane views without Redis: %s", type(exc).__name__)

@@ -11,7 +11,22 @@ from prometheus_client.registry import Collector
 from api.metrics_lanes import Family, write
 
 AWKWARD = ['a"b', "back\\slash", "new\nline", "ünï €", "", "6" * 24]
-VALUES = [0, 1, 2.5, -3.25, 1234567.0, 1e-7, 12345678901.5, float("inf"), float("nan"), 10**7]
+VALUES = [
+    0,
+    1,
+    999_999,
+    1_000_000,
+    -2,
+    True,
+    2.5,
+    -3.25,
+    1234567.0,
+    1e-7,
+    12345678901.5,
+    float("inf"),
+    float("nan"),
+    10**7,
+]
 AWKWARD += [f"u{i}" for i in range(len(VALUES) - len(AWKWARD))]
 
 
