@@ -53,7 +53,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         Row(
             S,
             f"history: {size.requests:,} requests, {size.requests * size.attempts:,} attempts, "
-            "built in (s)",
+            + ("copied from its cached build in (s)" if h.get("cached") else "built in (s)"),
             f"{h['build_s']:.0f}",
             "—",
             "",
