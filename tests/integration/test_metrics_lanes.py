@@ -49,7 +49,10 @@ def _lanes(ctx: Context) -> None:
         add_request(ctx, FENCED, "confirmed", at=now - timedelta(days=days), attempts=2)
     fence = int((time.time() + 40) * US)
     add_request(ctx, FENCED, "succeeded", at=now - timedelta(minutes=6), attempts=2, free_us=fence)
-    add_request(ctx, FENCED, "queued", at=now - timedelta(minutes=3))
+    # a call 30 minutes ago: recent by its lane_free_us, outside the 15-minute window
+    old_free = int((time.time() - 29 * 60) * US)
+    add_request(ctx, FENCED, "failed", at=now - timedelta(minutes=30), attempts=1, free_us=old_free)
+    add_request(ctx, FENCED, "queued", at=now - timedelta(minutes=20))  # its last call is newer
     later = add_request(ctx, FENCED, "retrying", at=now - timedelta(hours=1), attempts=1)
     _retry_at(ctx, later, now + timedelta(minutes=5))
     # only a request retrying later: depth 1, nothing ready
