@@ -37,4 +37,4 @@ def test_a_process_already_running_counts_from_its_first_sample() -> None:
         assert meter.stop()["Redis"] < 0.1
     finally:
         child.kill()
-        child.wait()
+        child.communicate()
