@@ -3,8 +3,8 @@
 Requests are enqueued by many API processes and dispatched by workers this process never
 hears from, so nothing is counted here: triggers keep the counts in SQL as the rows change
 (worker/tallies.py, migration 0006), and a scrape reads a few dozen rows of them, however
-long the history. The lane series read only the waiting rows, and every lane's next slot
-in one Redis round trip (worker/lane_views.py).
+long the history. The per-lane series are api/metrics_lanes.py's: one statement and one
+Redis round trip for every lane, written as text beside this registry's.
 
 The enqueue-to-dispatch histogram is cumulative over every request whose first call got
 an answer: its first attempt's start minus its creation. Pruning history leaves it, and
@@ -27,16 +27,14 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker import lane_views, tallies
+from worker import tallies
 from worker.context import Context
-from worker.models import WAITING, DistributionRequest, State, utcnow
+from worker.models import State
 
 log = logging.getLogger(__name__)
 BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
-MAX_USERS = 1000  # per-user series beyond this many lanes are left out
 
 
 @dataclass
@@ -125,32 +123,9 @@ def _le(bound: float) -> str:
     return f"{bound:g}"
 
 
-def lanes(scrape: Scrape) -> Iterable[GaugeMetricFamily]:
-    """`spdist_lane_depth{user_id}` and `spdist_next_slot_seconds{user_id}`."""
-    depth = GaugeMetricFamily("spdist_lane_depth", "Requests waiting per user.", labels=["user_id"])
-    wait = GaugeMetricFamily(
-        "spdist_next_slot_seconds", "Seconds until the user's next free slot.", labels=["user_id"]
-    )
-    rows = scrape.session.execute(
-        select(DistributionRequest.user_id, func.count())
-        .where(DistributionRequest.state.in_(WAITING))
-        .group_by(DistributionRequest.user_id)
-        .order_by(func.count().desc())
-        .limit(MAX_USERS)
-    ).all()
-    slots = lane_views.next_slots(scrape.ctx, scrape.session, [u for u, _ in rows])
-    now = utcnow()
-    for user_id, n in rows:
-        depth.add_metric([user_id], n)
-        wait.add_metric([user_id], max(0.0, (slots[user_id] - now).total_seconds()))
-    yield depth
-    yield wait
-
-
 SERIES: list[Callable[[Scrape], Iterable[Any]]] = [
     requests_by_state,
     attempts_by_outcome,
     delay_histogram,
     callback_tries,
-    lanes,
 ]

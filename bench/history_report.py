@@ -27,7 +27,7 @@ HOW = """\
    take turns for every sample, so the shared machine's load weighs on both alike. Judged:
    each figure's history ÷ empty (for rates, empty ÷ history) ≤ 1.2, and a scrape ≤ 50 ms.
    Last, on the history database, `spdist prune`'s work (worker/retention.py: batches of
-   500, each followed by a rest half as long) deletes about 1,000,000 rows (requests and
+   500, each followed by a rest 1.5 times as long) deletes about 1,000,000 rows (requests and
    their attempts, oldest first) while the same dispatch run goes on beside it: its rate
    over the calls made while the prune ran, against the run without it.
 """
@@ -53,7 +53,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         Row(
             S,
             f"history: {size.requests:,} requests, {size.requests * size.attempts:,} attempts, "
-            "built in (s)",
+            + ("copied from its cached build in (s)" if h.get("cached") else "built in (s)"),
             f"{h['build_s']:.0f}",
             "—",
             "",

@@ -32,8 +32,9 @@ def check_url(settings: Settings, value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_URL_CHARS:
-        raise ValidationError(f"{FIELD} must be a URL of at most {MAX_URL_CHARS} characters",
-                              field=FIELD)  # fmt: skip
+        raise ValidationError(
+            f"{FIELD} must be a URL of at most {MAX_URL_CHARS} characters", field=FIELD
+        )
     if not value.isprintable() or any(c.isspace() for c in value):
         raise ValidationError(f"{FIELD} holds a space or a control character", field=FIELD)
     try:
@@ -42,13 +43,15 @@ def check_url(settings: Settings, value: object) -> str | None:
     except ValueError:
         raise ValidationError(f"{FIELD} is not a valid URL", field=FIELD) from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise ValidationError(f"{FIELD} must be an http:// or https:// URL with a host",
-                              field=FIELD)  # fmt: skip
+        raise ValidationError(
+            f"{FIELD} must be an http:// or https:// URL with a host", field=FIELD
+        )
     if parts.username is not None or parts.password is not None:
         raise ValidationError(f"{FIELD} must not carry a user or password", field=FIELD)
     if settings.callback_secret is None:
-        raise ValidationError(f"{FIELD} needs SPDIST_CALLBACK_SECRET set: callbacks are signed",
-                              field=FIELD)  # fmt: skip
+        raise ValidationError(
+            f"{FIELD} needs SPDIST_CALLBACK_SECRET set: callbacks are signed", field=FIELD
+        )
     if not host_allowed(settings.callback_host_set, parts.hostname, port, parts.scheme):
         raise ValidationError(f"{FIELD}'s host is not in SPDIST_CALLBACK_HOSTS", field=FIELD)
     return value

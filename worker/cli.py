@@ -56,8 +56,9 @@ def cmd_beat(args: argparse.Namespace) -> int:
     # Beat sends only reconciler ticks: no task-sent event, so Flower lists dispatches.
     app.conf.task_send_sent_event = False
     # The in-memory scheduler keeps no schedule file: only interval entries exist.
-    app.start(["beat", "-S", "celery.beat:Scheduler", "--loglevel", args.loglevel,
-               *args.celery_args])  # fmt: skip
+    app.start(
+        ["beat", "-S", "celery.beat:Scheduler", "--loglevel", args.loglevel, *args.celery_args]
+    )
     return 0
 
 
@@ -106,9 +107,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     ctx = _ctx()
     with ctx.sessions() as session:
         rows, _ = views.list_distributions(
-            session, user_id=args.user, project_id=args.project, state=args.state,
+            session,
+            user_id=args.user,
+            project_id=args.project,
+            state=args.state,
             limit=args.limit,
-        )  # fmt: skip
+        )
         placed = views.places(ctx, session, rows)
         data = [views.distribution_dict(r, placed.get(r.id), attempts=False) for r in rows]
     if args.json:

@@ -72,13 +72,18 @@ def claim(conn: Connection, ctx: Context, limit: int = BATCH) -> list[Claimed]:
     columns = (C.id, C.request_id, C.event_no, C.event, C.try_no, C.body, C.expires_at)
     if conn.dialect.name == "postgresql":
         picked = (
-            select(C.id).where(due_filter(now)).order_by(C.due_at).limit(limit)
+            select(C.id)
+            .where(due_filter(now))
+            .order_by(C.due_at)
+            .limit(limit)
             .with_for_update(skip_locked=True)
-        )  # fmt: skip
+        )
         rows = conn.execute(
-            update(DELIVERIES).where(C.id.in_(picked.scalar_subquery()))
-            .values(claimed_until=lease, started_at=now).returning(*columns)
-        ).all()  # fmt: skip
+            update(DELIVERIES)
+            .where(C.id.in_(picked.scalar_subquery()))
+            .values(claimed_until=lease, started_at=now)
+            .returning(*columns)
+        ).all()
         conn.commit()
         return [Claimed(**r._mapping, lease=lease) for r in rows]
     candidates = conn.execute(
@@ -110,8 +115,11 @@ def freeze_body(ctx: Context, conn: Connection, claimed: Claimed) -> Claimed | N
     if claimed.body is not None:
         return claimed
     with ctx.sessions() as session:
-        req = session.get(DistributionRequest, claimed.request_id,
-                          options=[selectinload(DistributionRequest.attempts)])  # fmt: skip
+        req = session.get(
+            DistributionRequest,
+            claimed.request_id,
+            options=[selectinload(DistributionRequest.attempts)],
+        )
         if req is None:  # cannot be: the try is deleted with its request
             return None
         distribution = views.distribution_dict(req)
@@ -149,8 +157,9 @@ def post(ctx: Context, client: httpx.Client, url: str, claimed: Claimed) -> tupl
     return response.status_code, f"HTTP {response.status_code}"
 
 
-def finish(ctx: Context, conn: Connection, claimed: Claimed, status: int | None,
-           reason: str) -> str | None:  # fmt: skip
+def finish(
+    ctx: Context, conn: Connection, claimed: Claimed, status: int | None, reason: str
+) -> str | None:
     """Record the try's outcome and, when it failed with time left, write the next try;
     one transaction. The outcome, or None when the lease was lost (another claim owns it)."""
     now = utcnow()
@@ -163,17 +172,31 @@ def finish(ctx: Context, conn: Connection, claimed: Claimed, status: int | None,
         outcome = "failed" if following <= expires else "expired"
     with conn.begin():
         done = conn.execute(
-            update(DELIVERIES).where(held(claimed)).values(
-                finished_at=now, http_status=status, outcome=outcome, error=None
-                if outcome == "delivered" else reason, claimed_until=None)
-        ).rowcount  # fmt: skip
+            update(DELIVERIES)
+            .where(held(claimed))
+            .values(
+                finished_at=now,
+                http_status=status,
+                outcome=outcome,
+                error=None if outcome == "delivered" else reason,
+                claimed_until=None,
+            )
+        ).rowcount
         if not done:
             return None
         if outcome == "failed":
-            conn.execute(insert(DELIVERIES).values(
-                request_id=claimed.request_id, event_no=claimed.event_no, event=claimed.event,
-                try_no=claimed.try_no + 1, body=claimed.body, created_at=now, due_at=following,
-                expires_at=claimed.expires_at))  # fmt: skip
+            conn.execute(
+                insert(DELIVERIES).values(
+                    request_id=claimed.request_id,
+                    event_no=claimed.event_no,
+                    event=claimed.event,
+                    try_no=claimed.try_no + 1,
+                    body=claimed.body,
+                    created_at=now,
+                    due_at=following,
+                    expires_at=claimed.expires_at,
+                )
+            )
     return outcome
 
 
@@ -193,8 +216,14 @@ def deliver(ctx: Context, client: httpx.Client, claimed: Claimed) -> str | None:
     with ctx.engine.connect() as conn:
         outcome = finish(ctx, conn, ready, status, reason)
     if outcome is not None and outcome != "delivered":
-        log.info("callback %s of %s try %d: %s (%s)", ready.event, ready.request_id,
-                 ready.try_no, outcome, reason)  # fmt: skip
+        log.info(
+            "callback %s of %s try %d: %s (%s)",
+            ready.event,
+            ready.request_id,
+            ready.try_no,
+            outcome,
+            reason,
+        )
     return outcome
 
 
@@ -229,6 +258,5 @@ def start(ctx: Context, threads: int | None = None) -> threading.Event:
     """Start the deliverer's daemon threads; set the returned event to stop them."""
     stop = threading.Event()
     for n in range(threads or ctx.settings.callback_threads):
-        threading.Thread(target=loop, args=(ctx, stop), name=f"callbacks-{n}",
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(target=loop, args=(ctx, stop), name=f"callbacks-{n}", daemon=True).start()
     return stop

@@ -122,8 +122,9 @@ def enqueue_placed(
 
         return holds.enqueue_held(ctx, values, new.coalesce), None
     with ctx.autocommit.connect() as conn:  # Core, cheaper than an ORM unit of work
-        old = ctx.ledger.insert(conn, values, coalesce=new.coalesce,
-                                check_room=lambda c: _check_room(ctx, c, new))  # fmt: skip
+        old = ctx.ledger.insert(
+            conn, values, coalesce=new.coalesce, check_room=lambda c: _check_room(ctx, c, new)
+        )
     req, replaced = stored(values, old)
     return req, publish(ctx, req, replaces=replaced)
 
@@ -139,13 +140,23 @@ def new_values(
     """The row of a new request."""
     now = utcnow()
     return {
-        "id": new_id(), "user_id": new.user_id, "project_id": new.project_id,
-        "upload_id": new.upload_id, "priority": new.priority, "coalesce": new.coalesce,
-        "seq": time.time_ns() // 1000, "state": State.QUEUED, "created_at": now,
-        "updated_at": now, "attempt_count": 0, "failures": 0,
-        "idempotency_key": idempotency_key, "request_hash": request_hash,
-        "created_by": new.created_by, "callback_url": new.callback_url,
-    }  # fmt: skip
+        "id": new_id(),
+        "user_id": new.user_id,
+        "project_id": new.project_id,
+        "upload_id": new.upload_id,
+        "priority": new.priority,
+        "coalesce": new.coalesce,
+        "seq": time.time_ns() // 1000,
+        "state": State.QUEUED,
+        "created_at": now,
+        "updated_at": now,
+        "attempt_count": 0,
+        "failures": 0,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "created_by": new.created_by,
+        "callback_url": new.callback_url,
+    }
 
 
 def stored(values: dict[str, Any], old: Any) -> tuple[DistributionRequest, str | None]:
@@ -214,8 +225,9 @@ def cancel(ctx: Context, request_id: str, caller: str | None = None) -> Distribu
     with ctx.sessions.begin() as session:
         req = get(session, request_id)
         authorize(ctx, caller, req, "cancel")
-        if not ctx.ledger.transition(session, request_id, PENDING, State.CANCELLED,
-                                     next_attempt_at=None):  # fmt: skip
+        if not ctx.ledger.transition(
+            session, request_id, PENDING, State.CANCELLED, next_attempt_at=None
+        ):
             raise ConflictError(f"distribution {request_id} is {req.state}, not waiting")
     try:
         ctx.pacer.remove(req.user_id, member(req))
@@ -230,10 +242,16 @@ def retry(ctx: Context, request_id: str, caller: str | None = None) -> Distribut
     with ctx.sessions.begin() as session:
         req = get(session, request_id)
         authorize(ctx, caller, req, "retry")
-        again = {"seq": time.time_ns() // 1000, "failures": 0, "processing_since": None,
-                 "next_attempt_at": None, "published_at": None}  # fmt: skip
-        if not ctx.ledger.transition(session, request_id, (State.FAILED, State.DEAD),
-                                     State.QUEUED, **again):  # fmt: skip
+        again = {
+            "seq": time.time_ns() // 1000,
+            "failures": 0,
+            "processing_since": None,
+            "next_attempt_at": None,
+            "published_at": None,
+        }
+        if not ctx.ledger.transition(
+            session, request_id, (State.FAILED, State.DEAD), State.QUEUED, **again
+        ):
             raise ConflictError(f"distribution {request_id} is {req.state}, not failed or dead")
     req = _reload(ctx, request_id)
     publish(ctx, req)

@@ -25,10 +25,27 @@ CHUNK = 1000
 
 def next_slots(ctx: Context, session: Session, user_ids: Sequence[str]) -> dict[str, datetime]:
     """When each lane's next call may start: the pacer's state, else the SQL floor."""
-    now = utcnow()
     free = _redis_next_free(ctx, user_ids)
     missing = [u for u in user_ids if not free.get(u)]
-    floors = sql_floors(session, missing) if missing else {}
+    return _slots(user_ids, free, sql_floors(session, missing) if missing else {})
+
+
+def next_slots_given_floors(
+    ctx: Context, user_ids: Sequence[str], floors: dict[str, int], now: datetime
+) -> dict[str, datetime]:
+    """`next_slots` for a caller whose own SQL read brought every lane's fence already
+    (/metrics joins them into its one statement), as of its `now`: only the Redis round
+    trip is left."""
+    return _slots(user_ids, _redis_next_free(ctx, user_ids), floors, now)
+
+
+def _slots(
+    user_ids: Sequence[str],
+    free: dict[str, int],
+    floors: dict[str, int],
+    now: datetime | None = None,
+) -> dict[str, datetime]:
+    now = now or utcnow()
     out: dict[str, datetime] = {}
     for user_id in user_ids:
         us = free.get(user_id) or floors.get(user_id)
@@ -42,7 +59,7 @@ def _redis_next_free(ctx: Context, user_ids: Sequence[str]) -> dict[str, int]:
         script = _script(ctx.pacer.redis)
         for start in range(0, len(user_ids), CHUNK):
             chunk = user_ids[start : start + CHUNK]
-            values = script(keys=[keys.lane_state(u) for u in chunk])
+            values = script(keys=[keys.lane_state(u) for u in chunk]).split(b",")
             out.update({u: int(v) for u, v in zip(chunk, values, strict=True) if v})
     except RedisError as exc:
         log.info("lane views without Redis: %s", type(exc).__name__)

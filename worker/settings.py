@@ -195,8 +195,10 @@ class KeyRing:
             try:
                 data = json.loads(Path(self._path).read_text())
             except (OSError, ValueError) as exc:  # half-written during rotation: keep the old keys
-                log.warning("SPDIST_API_KEYS_FILE unreadable, keeping the previous keys: %s",
-                            type(exc).__name__)  # fmt: skip
+                log.warning(
+                    "SPDIST_API_KEYS_FILE unreadable, keeping the previous keys: %s",
+                    type(exc).__name__,
+                )
                 return
             if not isinstance(data, dict):
                 log.warning(

@@ -56,6 +56,7 @@ def metrics(ctx: CtxDep, authorization: Annotated[str | None, Header()] = None) 
     """Prometheus text, read from SQL (and the pacer) at scrape time; with
     SPDIST_METRICS_TOKEN set, only for `Authorization: Bearer <it>` (else 401)."""
     from api.metrics import registry_for
+    from api.metrics_lanes import exposition
     from api.metrics_ops import OpsCollector
 
     want = ctx.settings.metrics_token
@@ -70,4 +71,5 @@ def metrics(ctx: CtxDep, authorization: Annotated[str | None, Header()] = None) 
 
     registry = registry_for(ctx)
     registry.register(OpsCollector(ctx))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry) + exposition(ctx).encode()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -37,11 +37,16 @@ def body(project: int = 1, upload: int = 1, **kw: Any) -> dict[str, Any]:
 
 def callback_ctx(db_url: str, redis_url: str, receiver: Receiver, **kw: Any) -> Context:
     options = {
-        "api_keys": {USER: "sk-cb-1"}, "api_tokens": "ci=tok-ci", "min_interval_s": 3600,
-        "callback_hosts": receiver.host, "callback_secret": SECRET,
-        "callback_backoff_base_s": 0.05, "callback_backoff_cap_s": 0.2,
-        "callback_timeout_s": 2.0, **kw,
-    }  # fmt: skip
+        "api_keys": {USER: "sk-cb-1"},
+        "api_tokens": "ci=tok-ci",
+        "min_interval_s": 3600,
+        "callback_hosts": receiver.host,
+        "callback_secret": SECRET,
+        "callback_backoff_base_s": 0.05,
+        "callback_backoff_cap_s": 0.2,
+        "callback_timeout_s": 2.0,
+        **kw,
+    }
     return make_ctx(db_url, redis_url, [], **options)
 
 
@@ -102,9 +107,11 @@ def test_fails_twice_then_delivered_in_order(
     deliver_until(ctx, lambda: len(receiver.received) == 4)
     rows = tries(ctx, rid)
     assert [(t.event_no, t.try_no, t.outcome, t.http_status) for t in rows] == [
-        (1, 1, "failed", 500), (2, 1, "delivered", 200),
-        (1, 2, "failed", 503), (1, 3, "delivered", 200),
-    ]  # fmt: skip
+        (1, 1, "failed", 500),
+        (2, 1, "delivered", 200),
+        (1, 2, "failed", 503),
+        (1, 3, "delivered", 200),
+    ]
     events = [got.event for got in receiver.received]
     assert events == ["distribution.succeeded"] * 3 + ["distribution.confirmed"]
     assert len({got.body for got in receiver.received[:3]}) == 1  # the same bytes each try
@@ -150,8 +157,9 @@ def test_disallowed_callback_is_422_and_stores_nothing(
     api: tuple[TestClient, Context], receiver: Receiver, url: str
 ) -> None:
     c, ctx = api
-    r = c.post("/v1/distributions", json=body(callbackUrl=url.format(port=receiver.port)),
-               headers=CI)  # fmt: skip
+    r = c.post(
+        "/v1/distributions", json=body(callbackUrl=url.format(port=receiver.port)), headers=CI
+    )
     assert r.status_code == 422, r.text
     assert r.json()["field"] == "callbackUrl" and "pw" not in r.text
     with ctx.sessions() as session:
@@ -168,8 +176,10 @@ def test_signature_checked_by_openssl(api: tuple[TestClient, Context], receiver:
     got = receiver.received[0]
     out = subprocess.run(
         ["openssl", "dgst", "-sha256", "-hmac", SECRET, "-hex"],
-        input=got.body, capture_output=True, check=True,
-    ).stdout.decode()  # fmt: skip
+        input=got.body,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     assert got.signature == "sha256=" + out.strip().rsplit(" ", 1)[-1]
     assert got.body == tries(ctx, rid)[0].body.encode()  # type: ignore[union-attr]
 
@@ -182,8 +192,9 @@ def test_lease_keeps_a_claimed_try_from_a_second_deliverer(
     ctx = callback_ctx(db_url, redis_url, receiver, callback_lease_s=0.3)
     try:
         with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
-            rid = c.post("/v1/distributions", json=body(callbackUrl=receiver.url),
-                         headers=CI).json()["id"]  # fmt: skip
+            rid = c.post(
+                "/v1/distributions", json=body(callbackUrl=receiver.url), headers=CI
+            ).json()["id"]
             c.post(f"/v1/distributions/{rid}/cancel", headers=CI)
         with ctx.engine.connect() as conn:
             mine = deliverer.claim(conn, ctx)
@@ -206,8 +217,9 @@ def test_receiver_that_never_answers_is_retried_spaced(db_url: str, redis_url: s
         ctx = callback_ctx(db_url, redis_url, hung, callback_timeout_s=0.2)
         try:
             with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
-                rid = c.post("/v1/distributions", json=body(callbackUrl=hung.url),
-                             headers=CI).json()["id"]  # fmt: skip
+                rid = c.post(
+                    "/v1/distributions", json=body(callbackUrl=hung.url), headers=CI
+                ).json()["id"]
                 c.post(f"/v1/distributions/{rid}/cancel", headers=CI)
             deliver_until(ctx, lambda: len(tries(ctx, rid)) >= 3)
             rows = tries(ctx, rid)
@@ -223,8 +235,9 @@ def test_gives_up_after_the_horizon(db_url: str, redis_url: str) -> None:
         ctx = callback_ctx(db_url, redis_url, failing, callback_expire_s=0.3)
         try:
             with TestClient(create_app(ctx, send_webhook_event=lambda *a: None)) as c:
-                rid = c.post("/v1/distributions", json=body(callbackUrl=failing.url),
-                             headers=CI).json()["id"]  # fmt: skip
+                rid = c.post(
+                    "/v1/distributions", json=body(callbackUrl=failing.url), headers=CI
+                ).json()["id"]
                 c.post(f"/v1/distributions/{rid}/cancel", headers=CI)
             deliver_until(ctx, lambda: any(t.outcome == "expired" for t in tries(ctx, rid)))
             rows = tries(ctx, rid)
@@ -239,9 +252,15 @@ def test_cli_enqueue_callback_url(db_url: str, redis_url: str, receiver: Receive
     from tests.integration.test_cli import spdist
     from worker.dev.procs import spdist_env
 
-    env = spdist_env(db_url, redis_url, "http://127.0.0.1:9/x", {USER: "sk-cb-1"},
-                     SPDIST_CALLBACK_HOSTS=receiver.host, SPDIST_CALLBACK_SECRET=SECRET,
-                     SPDIST_MIN_INTERVAL_S="3600")  # fmt: skip
+    env = spdist_env(
+        db_url,
+        redis_url,
+        "http://127.0.0.1:9/x",
+        {USER: "sk-cb-1"},
+        SPDIST_CALLBACK_HOSTS=receiver.host,
+        SPDIST_CALLBACK_SECRET=SECRET,
+        SPDIST_MIN_INTERVAL_S="3600",
+    )
     ids = ["--user", USER, "--project", "1" * 24, "--upload", "2" * 24]
     bad = spdist(env, "enqueue", *ids, "--callback-url", "http://elsewhere.example/x")
     assert bad.returncode != 0 and "SPDIST_CALLBACK_HOSTS" in bad.stderr

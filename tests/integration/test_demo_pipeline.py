@@ -21,9 +21,12 @@ DONE = "the whole flow is done"
 
 def test_demo_runs_the_whole_flow(redis_url: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPDIST_")}
-    env.update(SPDIST_REDIS_URL=redis_url, SPDIST_API_PORT=str(free_port()),
-               SPDIST_FLOWER_PORT=str(free_port()),
-               SPDIST_DEMO_DIR=str(tmp_path / "demo"))  # fmt: skip
+    env.update(
+        SPDIST_REDIS_URL=redis_url,
+        SPDIST_API_PORT=str(free_port()),
+        SPDIST_FLOWER_PORT=str(free_port()),
+        SPDIST_DEMO_DIR=str(tmp_path / "demo"),
+    )
     proc, log = start_up(env, tmp_path, command="demo")
     try:
         wait_for(lambda: proc.poll() is not None or DONE in log.read_text(), 240, "the demo flow")

@@ -24,9 +24,13 @@ def start_up(
     log = cwd / f"{command}.log"
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [PY, "-m", "worker.cli", command], env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [PY, "-m", "worker.cli", command],
+            env={**env, "PYTHONPATH": str(ROOT)},
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc, log
 
 
@@ -39,8 +43,12 @@ def ready(base: str) -> bool:
 
 def run_and_stop(env: dict[str, str], cwd: Path, sig: int) -> str:
     api_port, flower_port = free_port(), free_port()
-    env = {**env, "SPDIST_API_PORT": str(api_port), "SPDIST_FLOWER_PORT": str(flower_port),
-           "SPDIST_FLOWER_ADDRESS": "127.0.0.1"}  # fmt: skip
+    env = {
+        **env,
+        "SPDIST_API_PORT": str(api_port),
+        "SPDIST_FLOWER_PORT": str(flower_port),
+        "SPDIST_FLOWER_ADDRESS": "127.0.0.1",
+    }
     proc, log = start_up(env, cwd)
     try:
         base = f"http://127.0.0.1:{api_port}"

@@ -23,13 +23,13 @@ SECRET = "system-callback-secret"
 
 def test_callback_arrives_after_the_worker_is_killed(system_factory: Any) -> None:
     with Receiver(SECRET) as receiver:
-        s = system_factory(workers=1, SPDIST_CALLBACK_HOSTS=receiver.host,
-                           SPDIST_CALLBACK_SECRET=SECRET)  # fmt: skip
+        s = system_factory(
+            workers=1, SPDIST_CALLBACK_HOSTS=receiver.host, SPDIST_CALLBACK_SECRET=SECRET
+        )
         for beat in s.beats:  # no deliverer while the change of state is made
             beat.send(signal.SIGKILL)
             beat.popen.wait(10)
-        new = distributions.NewDistribution(USERS[0], "e" * 24, "f" * 24,
-                                            callback_url=receiver.url)  # fmt: skip
+        new = distributions.NewDistribution(USERS[0], "e" * 24, "f" * 24, callback_url=receiver.url)
         rid = distributions.enqueue(s.ctx, new).id
         state = lambda: next(r.state for r in s.requests() if r.id == rid)  # noqa: E731
         wait_for(lambda: state() == State.SUCCEEDED, 60, "the call answered and recorded")
@@ -49,12 +49,16 @@ def test_receiver_that_never_answers_leaves_pacing_alone(system_factory: Any) ->
     still go at the interval, none lost or inside it, while the tries time out and are
     spaced by the backoff."""
     with Receiver(SECRET, Script(hang_s=20.0)) as hung:
-        s = system_factory(SPDIST_CALLBACK_HOSTS=hung.host, SPDIST_CALLBACK_SECRET=SECRET,
-                           SPDIST_CALLBACK_TIMEOUT_S="1",
-                           SPDIST_CALLBACK_BACKOFF_BASE_S="0.5")  # fmt: skip
+        s = system_factory(
+            SPDIST_CALLBACK_HOSTS=hung.host,
+            SPDIST_CALLBACK_SECRET=SECRET,
+            SPDIST_CALLBACK_TIMEOUT_S="1",
+            SPDIST_CALLBACK_BACKOFF_BASE_S="0.5",
+        )
         for user, upload in backlog_plan(3):
-            new = distributions.NewDistribution(user, "a" * 24, upload, coalesce=False,
-                                                callback_url=hung.url)  # fmt: skip
+            new = distributions.NewDistribution(
+                user, "a" * 24, upload, coalesce=False, callback_url=hung.url
+            )
             distributions.enqueue(s.ctx, new)
         books = s.settle(90)
         check(s, "callback receiver never answers", books)
@@ -63,8 +67,12 @@ def test_receiver_that_never_answers_leaves_pacing_alone(system_factory: Any) ->
         with Session(s.engine) as session:
             rows = session.scalars(select(CallbackDelivery).order_by(CallbackDelivery.id)).all()
         for row in rows:
-            later = [r for r in rows if (r.request_id, r.event_no) == (row.request_id, row.event_no)
-                     and r.try_no == row.try_no + 1]  # fmt: skip
+            later = [
+                r
+                for r in rows
+                if (r.request_id, r.event_no) == (row.request_id, row.event_no)
+                and r.try_no == row.try_no + 1
+            ]
             if later and row.finished_at is not None:
                 assert later[0].due_at > row.finished_at  # spaced by the backoff
 

@@ -51,8 +51,13 @@ class Script:
 class Receiver:
     """A ThreadingHTTPServer on 127.0.0.1 in a daemon thread."""
 
-    def __init__(self, secret: str, script: Script | None = None, port: int = 0,
-                 on_event: Callable[[Received], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        secret: str,
+        script: Script | None = None,
+        port: int = 0,
+        on_event: Callable[[Received], None] | None = None,
+    ) -> None:
         self.secret = secret.encode()
         self.script = script or Script()
         self.received: list[Received] = []
@@ -81,8 +86,9 @@ class Receiver:
 
     def answer(self, body: bytes, headers: Any) -> int:
         signature = headers.get("X-Spdist-Signature")
-        got = Received(body, signature, headers.get("X-Spdist-Delivery"),
-                       self.verify(body, signature))  # fmt: skip
+        got = Received(
+            body, signature, headers.get("X-Spdist-Delivery"), self.verify(body, signature)
+        )
         with self.lock:
             n = len(self.received)
             self.received.append(got)
@@ -118,8 +124,9 @@ def show(got: Received) -> None:
     """One line per event: what it says, and whether its signature checked out."""
     d = got.distribution
     mark = "signature ok" if got.verified else "BAD SIGNATURE"
-    print(f"callback  {got.event:<24} {d['id'][:8]} upload {d['uploadId'][-6:]}  ({mark})",
-          flush=True)  # fmt: skip
+    print(
+        f"callback  {got.event:<24} {d['id'][:8]} upload {d['uploadId'][-6:]}  ({mark})", flush=True
+    )
 
 
 def main() -> None:

@@ -39,8 +39,14 @@ def samples() -> list[dict[str, Any]]:
         for u, user in enumerate(USERS):
             for p in range(2):
                 upload = f"{u + 1:02x}{p + 1:02x}{n + 1:02x}" + "c" * 18
-                out.append({"userId": user, "projectId": f"{u + 1:02x}{p + 1:02x}" + "f" * 20,
-                            "uploadId": upload, "coalesce": False})  # fmt: skip
+                out.append(
+                    {
+                        "userId": user,
+                        "projectId": f"{u + 1:02x}{p + 1:02x}" + "f" * 20,
+                        "uploadId": upload,
+                        "coalesce": False,
+                    }
+                )
     out[0]["uploadId"], out[1]["uploadId"] = NO_URL, FLAKY
     return out
 
@@ -81,9 +87,22 @@ def run(folder: Path) -> int:
     if not ports_free(stack, api_port, flower_port):
         return 1
     hook_url = f"http://127.0.0.1:{api_port}/v1/webhooks/streampixel/{HOOK}"
-    stack.start("fake", [PY, "-m", "worker.dev.fake_streampixel", "--port", str(fake_port),
-                         "--interval", str(INTERVAL_S), "--keys-file", str(folder / "keys.json"),
-                         "--webhook-url", hook_url])  # fmt: skip
+    stack.start(
+        "fake",
+        [
+            PY,
+            "-m",
+            "worker.dev.fake_streampixel",
+            "--port",
+            str(fake_port),
+            "--interval",
+            str(INTERVAL_S),
+            "--keys-file",
+            str(folder / "keys.json"),
+            "--webhook-url",
+            hook_url,
+        ],
+    )
     start_services(stack, api_port, flower_port)
     feeder = Feeder(stack, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{fake_port}")
     threading.Thread(target=feeder.run, daemon=True).start()
@@ -172,8 +191,9 @@ class Feeder:
 
     def __init__(self, stack: Stack, api: str, fake: str) -> None:
         self.stack, self.api, self.fake = stack, api, fake
-        self.http = httpx.Client(base_url=api, timeout=10,
-                                 headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        self.http = httpx.Client(
+            base_url=api, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         self.approved = False
         self.last_report = 0.0
 
@@ -202,15 +222,20 @@ class Feeder:
             time.sleep(0.3)
 
     def _script_fake(self) -> None:
-        rules = {NO_URL: [{"status": 400, "message": "File has no URL"}],
-                 FLAKY: [{"status": 500, "message": "Internal server error"}]}  # fmt: skip
+        rules = {
+            NO_URL: [{"status": 400, "message": "File has no URL"}],
+            FLAKY: [{"status": 500, "message": "Internal server error"}],
+        }
         httpx.post(f"{self.fake}/_control/config", json={"rules": rules}).raise_for_status()
 
     def _post(self, body: dict[str, Any]) -> None:
         d = self.http.post("/v1/distributions", json=body).json()
-        self.stack.say("demo", f"POST /v1/distributions user …{body['userId'][-2:]} "
-                               f"upload {body['uploadId'][:6]}… -> {d['state']} "
-                               f"#{d['position']} eta {d['estimatedDispatchAt']}")  # fmt: skip
+        self.stack.say(
+            "demo",
+            f"POST /v1/distributions user …{body['userId'][-2:]} "
+            f"upload {body['uploadId'][:6]}… -> {d['state']} "
+            f"#{d['position']} eta {d['estimatedDispatchAt']}",
+        )
 
     def _report_if_due(self) -> None:
         if time.monotonic() - self.last_report > 4:
@@ -232,8 +257,15 @@ class Feeder:
         for d in items:
             if d["uploadId"] == NO_URL and d["state"] == "retrying" and not self.approved:
                 self.approved = True
-                body = {"event": "build.approved", "projectId": d["projectId"],
-                        "uploadId": NO_URL, "status": "Approved"}  # fmt: skip
+                body = {
+                    "event": "build.approved",
+                    "projectId": d["projectId"],
+                    "uploadId": NO_URL,
+                    "status": "Approved",
+                }
                 self.http.post(f"/v1/webhooks/streampixel/{HOOK}", json=body)
-                self.stack.say("demo", f"webhook build.approved for {NO_URL[:6]}… "
-                                       "(it waited on 'no URL'): brought forward")  # fmt: skip
+                self.stack.say(
+                    "demo",
+                    f"webhook build.approved for {NO_URL[:6]}… "
+                    "(it waited on 'no URL'): brought forward",
+                )

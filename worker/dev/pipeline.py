@@ -47,8 +47,10 @@ class Pipeline:
         """The receiver's report of one callback (it checked the signature first)."""
         d = got.distribution
         mark = "signature ok" if got.verified else "BAD SIGNATURE"
-        self.say(f"callback received: {got.event} for {d['id'][:8]} (upload …{d['uploadId'][-2:]},"
-                 f" {mark})")  # fmt: skip
+        self.say(
+            f"callback received: {got.event} for {d['id'][:8]} (upload …{d['uploadId'][-2:]},"
+            f" {mark})"
+        )
 
     def run(self) -> None:
         """The whole flow for two uploads, then a rollback to the first."""
@@ -58,16 +60,24 @@ class Pipeline:
                 if not self._release_flow(upload):
                     return
             self._rollback()
-            self.say("the whole flow is done: approved -> held -> validated -> released -> "
-                     "distributed -> confirmed, with callbacks; then a rollback")  # fmt: skip
+            self.say(
+                "the whole flow is done: approved -> held -> validated -> released -> "
+                "distributed -> confirmed, with callbacks; then a rollback"
+            )
         except httpx.HTTPError as exc:
             self.say(f"stopped: {exc}")
 
     def _release_flow(self, upload: str) -> bool:
-        self.say(f"Streampixel: build.approved for upload …{upload[-2:]} of project "
-                 f"{PROJECT[:6]}… (webhook)")  # fmt: skip
-        hook = {"event": "build.approved", "projectId": PROJECT, "uploadId": upload,
-                "status": "approved"}  # fmt: skip
+        self.say(
+            f"Streampixel: build.approved for upload …{upload[-2:]} of project "
+            f"{PROJECT[:6]}… (webhook)"
+        )
+        hook = {
+            "event": "build.approved",
+            "projectId": PROJECT,
+            "uploadId": upload,
+            "status": "approved",
+        }
         self.http.post(self.hook_path, json=hook).raise_for_status()
         held = self._wait(upload, {"held"})
         if held is None:
@@ -77,8 +87,9 @@ class Pipeline:
         self.stack.stopping.wait(1.0)
         r = self.http.post(f"/v1/distributions/{held['id']}/release")
         r.raise_for_status()
-        self.say(f"validation: POST /v1/distributions/{held['id'][:8]}…/release -> "
-                 f"{r.json()['state']}")  # fmt: skip
+        self.say(
+            f"validation: POST /v1/distributions/{held['id'][:8]}…/release -> {r.json()['state']}"
+        )
         return self._follow(held["id"]) == "confirmed"
 
     def _wait_ready(self) -> None:
@@ -91,13 +102,16 @@ class Pipeline:
             self.stack.stopping.wait(0.3)
 
     def _rollback(self) -> None:
-        self.say(f"operator: POST /v1/projects/{PROJECT[:6]}…/rollback (back from "
-                 f"…{UPLOADS[1][-2:]})")  # fmt: skip
+        self.say(
+            f"operator: POST /v1/projects/{PROJECT[:6]}…/rollback (back from …{UPLOADS[1][-2:]})"
+        )
         r = self.http.post(f"/v1/projects/{PROJECT}/rollback", json={})
         r.raise_for_status()
         d = r.json()
-        self.say(f"spdist: rollback {d['id'][:8]} to upload …{d['uploadId'][-2:]}, priority "
-                 f"{d['priority']}: {d.get('message') or ''}")  # fmt: skip
+        self.say(
+            f"spdist: rollback {d['id'][:8]} to upload …{d['uploadId'][-2:]}, priority "
+            f"{d['priority']}: {d.get('message') or ''}"
+        )
         self._follow(d["id"])
 
     def _follow(self, request_id: str) -> str | None:
