@@ -87,8 +87,9 @@ class AsyncEnqueue:
     @staticmethod
     def serves(new: NewDistribution) -> bool:
         """Whether this path takes `new`: coalescing requests (the one-statement insert),
-        not held ones (they go to no lane)."""
-        return new.coalesce and not new.hold
+        not held ones (they go to no lane), nor those with a callback URL (a column its
+        batch insert does not write)."""
+        return new.coalesce and not new.hold and new.callback_url is None
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -177,8 +178,11 @@ class AsyncEnqueue:
         except psycopg.Error as exc:
             if len(batch) == 1 or self.pool.closed or _connection_lost(exc):
                 raise
-            log.warning("a batch of %d requests refused (%s); storing them one by one",
-                        len(batch), type(exc).__name__)  # fmt: skip
+            log.warning(
+                "a batch of %d requests refused (%s); storing them one by one",
+                len(batch),
+                type(exc).__name__,
+            )
         return [await self._one(values) for values in batch]
 
     async def _one(self, values: dict[str, Any]) -> Stored | Exception:
@@ -208,8 +212,11 @@ class AsyncEnqueue:
             if isinstance(answer, Exception):
                 log.warning("request %s stored; publishing waits for Redis: %s", req.id, answer)
             placed.append(None if isinstance(answer, Exception) else answer)
-        wakes = [(req.user_id, p.wake) for (req, _), p in zip(batch, placed, strict=True)
-                 if p is not None and p.wake is not None]  # fmt: skip
+        wakes = [
+            (req.user_id, p.wake)
+            for (req, _), p in zip(batch, placed, strict=True)
+            if p is not None and p.wake is not None
+        ]
         if wakes:  # kombu is synchronous: a thread, once per batch with idle lanes
             # The answers do not wait for it: each request is stored and in its lane, which
             # is all they report. A message the broker refuses is sent again by whoever

@@ -107,6 +107,18 @@ def delay_histogram(scrape: Scrape) -> Iterable[HistogramMetricFamily]:
     )
 
 
+def callback_tries(scrape: Scrape) -> Iterable[CounterMetricFamily]:
+    """`spdist_callback_tries_total{outcome}`: finished tries of callbacks (delivered,
+    failed and tried again, expired: given up after 24 h)."""
+    c = CounterMetricFamily(
+        "spdist_callback_tries", "Callback tries finished, by outcome.", labels=["outcome"]
+    )
+    for outcome in ("delivered", "failed", "expired"):
+        tally = scrape.series("callbacks").get(outcome)
+        c.add_metric([outcome], tally.n if tally else 0)
+    yield c
+
+
 def _le(bound: float) -> str:
     return f"{bound:g}"
 
@@ -115,4 +127,5 @@ SERIES: list[Callable[[Scrape], Iterable[Any]]] = [
     requests_by_state,
     attempts_by_outcome,
     delay_histogram,
+    callback_tries,
 ]

@@ -28,6 +28,11 @@ class DistributionIn(BaseModel):
         True, description="Replace a queued request of the same project instead of queueing."
     )
     hold: StrictBool = Field(False, description="Start `held`: in no lane until `POST …/release`.")
+    callbackUrl: str | None = Field(
+        None,
+        description="POSTed each change of state (README, Callbacks); its host must be in "
+        "SPDIST_CALLBACK_HOSTS.",
+    )
 
 
 class RollbackIn(BaseModel):

@@ -41,8 +41,12 @@ async def client(http: httpx.AsyncClient, n: int, stop: float, lat: list[float])
     user = list(USERS)[n % len(USERS)]
     while time.perf_counter() < stop:
         i += 1
-        body = {"userId": user, "projectId": f"{n:012x}{i:012x}", "uploadId": uuid.uuid4().hex[:24],
-                "coalesce": False}  # fmt: skip
+        body = {
+            "userId": user,
+            "projectId": f"{n:012x}{i:012x}",
+            "uploadId": uuid.uuid4().hex[:24],
+            "coalesce": False,
+        }
         t = time.perf_counter()
         r = await http.post("/v1/distributions", json=body)
         lat.append(time.perf_counter() - t)
@@ -53,15 +57,17 @@ async def client(http: httpx.AsyncClient, n: int, stop: float, lat: list[float])
 async def load(base: str, clients: int, seconds: float) -> tuple[list[float], int, float]:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
-                                 timeout=30) as http:  # fmt: skip
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as http:
         for _ in range(50):  # warm up
-            await http.post("/v1/distributions", json={"userId": list(USERS)[0],
-                            "projectId": "f" * 24, "uploadId": "e" * 24})  # fmt: skip
+            await http.post(
+                "/v1/distributions",
+                json={"userId": list(USERS)[0], "projectId": "f" * 24, "uploadId": "e" * 24},
+            )
         lat: list[float] = []
         start = time.perf_counter()
-        errs = await asyncio.gather(*(client(http, n, start + seconds, lat)
-                                      for n in range(clients)))  # fmt: skip
+        errs = await asyncio.gather(
+            *(client(http, n, start + seconds, lat) for n in range(clients))
+        )
         return lat, sum(errs), time.perf_counter() - start
 
 
@@ -78,12 +84,17 @@ def main() -> None:
     db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SPDIST_")},
-           "SPDIST_DATABASE_URL": db_url, "SPDIST_REDIS_URL": redis_url,
-           "SPDIST_API_KEYS": json.dumps(USERS), "SPDIST_API_TOKENS": TOKEN,
-           "WEB_CONCURRENCY": str(args.api_processes)}  # fmt: skip
-    subprocess.run([sys.executable, "-m", "worker.cli", "migrate"], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SPDIST_")},
+        "SPDIST_DATABASE_URL": db_url,
+        "SPDIST_REDIS_URL": redis_url,
+        "SPDIST_API_KEYS": json.dumps(USERS),
+        "SPDIST_API_TOKENS": TOKEN,
+        "WEB_CONCURRENCY": str(args.api_processes),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "worker.cli", "migrate"], env=env, check=True, capture_output=True
+    )
     argv = [sys.executable, "-m", "worker.cli", "api", "--port", str(port)]
     api = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -105,11 +116,15 @@ def main() -> None:
     lat.sort()
     q = statistics.quantiles(lat, n=100)
     print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
-    print(f"api: uvicorn x{args.api_processes} on Postgres + Redis; {args.clients} clients, "
-          f"{elapsed:.1f} s, {len(lat)} requests, {errors} not 202")  # fmt: skip
+    print(
+        f"api: uvicorn x{args.api_processes} on Postgres + Redis; {args.clients} clients, "
+        f"{elapsed:.1f} s, {len(lat)} requests, {errors} not 202"
+    )
     print(f"throughput: {len(lat) / elapsed:.0f} req/s")
-    print(f"latency: p50 {q[49] * 1000:.1f} ms, p95 {q[94] * 1000:.1f} ms, "
-          f"p99 {q[98] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms")  # fmt: skip
+    print(
+        f"latency: p50 {q[49] * 1000:.1f} ms, p95 {q[94] * 1000:.1f} ms, "
+        f"p99 {q[98] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

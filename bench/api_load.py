@@ -27,8 +27,21 @@ class ApiSize:
 
 def _serve(app: str, env: dict[str, str], ws: Workspace, name: str) -> tuple[Proc, str]:
     port = free_port()
-    argv = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    argv = [
+        PY,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     proc = Proc(name, argv, env, ws.logs("api"))
     base = f"http://127.0.0.1:{port}"
 
@@ -45,11 +58,25 @@ def _serve(app: str, env: dict[str, str], ws: Workspace, name: str) -> tuple[Pro
 
 
 def _load(base: str, users: list[str], size: ApiSize) -> dict[str, Any]:
-    argv = [PY, "-m", "bench.load", f"{base}/v1/distributions", "--token", TOKEN,
-            "--users", ",".join(users), "--concurrency", str(size.concurrency),
-            "--seconds", str(size.seconds), "--warmup", str(size.warmup_s)]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, check=True,
-                         timeout=size.seconds + size.warmup_s + 60)  # fmt: skip
+    argv = [
+        PY,
+        "-m",
+        "bench.load",
+        f"{base}/v1/distributions",
+        "--token",
+        TOKEN,
+        "--users",
+        ",".join(users),
+        "--concurrency",
+        str(size.concurrency),
+        "--seconds",
+        str(size.seconds),
+        "--warmup",
+        str(size.warmup_s),
+    ]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, check=True, timeout=size.seconds + size.warmup_s + 60
+    )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 

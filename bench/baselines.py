@@ -29,8 +29,13 @@ celery_app.conf.update(
 # BENCH_WORKER_SETTINGS=spdist: the worker settings spdist runs with (late acks, prefetch 1,
 # task events for Flower), so the throughput baseline is "a bare task on the same workers";
 # unset: Celery's defaults (early acks, prefetch 4, no events), reported beside it.
-WORKER_SETTINGS = ("task_acks_late", "task_reject_on_worker_lost", "worker_prefetch_multiplier",
-                   "worker_send_task_events", "task_send_sent_event")  # fmt: skip
+WORKER_SETTINGS = (
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "worker_prefetch_multiplier",
+    "worker_send_task_events",
+    "task_send_sent_event",
+)
 # BENCH_WORKER_SETTINGS=spdist-plumbing: those settings, and spdist's changes to Celery's
 # plumbing too (worker/broker.py: one Redis client per pool instead of one per command;
 # worker/consumer.py: task events in batches), for scale.
@@ -55,8 +60,12 @@ def _client() -> httpx.Client:
 
 
 def _post(user_id: str, project_id: str, upload_id: str) -> int:
-    payload = {"apiKey": f"key-{user_id}", "userId": user_id,
-               "projectId": project_id, "uploadId": upload_id}  # fmt: skip
+    payload = {
+        "apiKey": f"key-{user_id}",
+        "userId": user_id,
+        "projectId": project_id,
+        "uploadId": upload_id,
+    }
     return _client().post("/projects/distribute-file", json=payload).status_code
 
 

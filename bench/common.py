@@ -43,15 +43,25 @@ def hex24(n: int) -> str:
     return f"{n:024x}"
 
 
-def make_ctx(db_url: str, redis_url: str, interval_s: float, keys: dict[str, str] | None = None,
-             keys_file: Path | None = None) -> Context:  # fmt: skip
+def make_ctx(
+    db_url: str,
+    redis_url: str,
+    interval_s: float,
+    keys: dict[str, str] | None = None,
+    keys_file: Path | None = None,
+) -> Context:
     """A Context for the benchmark process itself, with its own settings."""
 
     from worker.celery_app import app, send_dispatch
     from worker.settings import Settings
 
-    settings = Settings(database_url=db_url, redis_url=redis_url, min_interval_s=interval_s,
-                        api_keys=keys or {}, api_keys_file=keys_file)  # fmt: skip
+    settings = Settings(
+        database_url=db_url,
+        redis_url=redis_url,
+        min_interval_s=interval_s,
+        api_keys=keys or {},
+        api_keys_file=keys_file,
+    )
     app.conf.broker_url = redis_url
     return build_context(settings, send=send_dispatch)
 
@@ -70,8 +80,12 @@ def env_for(
     keys_file: Path | None = None,
 ) -> dict[str, str]:
     """A spdist process environment for the benchmark."""
-    extra = {"SPDIST_MIN_INTERVAL_S": str(interval_s), "SPDIST_RECONCILE_EVERY_S": "1",
-             "SPDIST_HTTP_TIMEOUT_S": "30", "SPDIST_HTTP_CONNECT_TIMEOUT_S": "5"}  # fmt: skip
+    extra = {
+        "SPDIST_MIN_INTERVAL_S": str(interval_s),
+        "SPDIST_RECONCILE_EVERY_S": "1",
+        "SPDIST_HTTP_TIMEOUT_S": "30",
+        "SPDIST_HTTP_CONNECT_TIMEOUT_S": "5",
+    }
     if keys_file is not None:
         extra["SPDIST_API_KEYS_FILE"] = str(keys_file)
     return spdist_env(db_url, ws.redis_url, sp_url, keys or {}, **extra)
@@ -80,19 +94,44 @@ def env_for(
 WORKER_FLAGS = ["--without-heartbeat", "--without-mingle", "--without-gossip"]
 
 
-def start_nodes(kind: str, count: int, concurrency: int, env: dict[str, str], logs: Path,
-                prefix: str) -> list[Proc]:  # fmt: skip
+def start_nodes(
+    kind: str, count: int, concurrency: int, env: dict[str, str], logs: Path, prefix: str
+) -> list[Proc]:
     """`count` worker nodes of spdist ("spdist") or of the bare app ("bare"), started together."""
     procs = []
     for i in range(1, count + 1):
         name = f"{prefix}{i}"
         if kind == "spdist":
-            argv = [PY, "-m", "worker.cli", "worker", "--concurrency", str(concurrency), "--",
-                    "-n", f"{name}@%h", *WORKER_FLAGS]  # fmt: skip
+            argv = [
+                PY,
+                "-m",
+                "worker.cli",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--",
+                "-n",
+                f"{name}@%h",
+                *WORKER_FLAGS,
+            ]
         else:
-            argv = [PY, "-m", "celery", "-A", "bench.baselines:celery_app", "worker", "-Q", "bench",
-                    "--concurrency", str(concurrency), "--loglevel", "info",
-                    "-n", f"{name}@%h", *WORKER_FLAGS]  # fmt: skip
+            argv = [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "bench.baselines:celery_app",
+                "worker",
+                "-Q",
+                "bench",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "info",
+                "-n",
+                f"{name}@%h",
+                *WORKER_FLAGS,
+            ]
         procs.append(Proc(name, argv, env, logs))
     for p in procs:
         wait_for(partial(_ready_or_gone, p), 60, f"{p.name}")
@@ -162,8 +201,21 @@ def steady_rate(times: list[float]) -> float:
 
 # --- seeding -------------------------------------------------------------------------------
 
-COLUMNS = ("id", "user_id", "project_id", "upload_id", "priority", "seq", "coalesce", "state",
-           "created_at", "updated_at", "attempt_count", "failures", "published_at")  # fmt: skip
+COLUMNS = (
+    "id",
+    "user_id",
+    "project_id",
+    "upload_id",
+    "priority",
+    "seq",
+    "coalesce",
+    "state",
+    "created_at",
+    "updated_at",
+    "attempt_count",
+    "failures",
+    "published_at",
+)
 
 
 def request_rows(lanes: dict[str, int]) -> list[dict[str, Any]]:
@@ -173,11 +225,23 @@ def request_rows(lanes: dict[str, int]) -> list[dict[str, Any]]:
     for u, (user, count) in enumerate(lanes.items()):
         for k in range(count):
             seq += 1
-            rows.append({"id": new_id(), "user_id": user, "project_id": hex24(0xC000000 + u * 1000 + k),  # noqa: E501
-                         "upload_id": hex24(0xD000000 + len(rows)), "priority": 0, "seq": seq,
-                         "coalesce": False, "state": State.QUEUED, "created_at": now,
-                         "updated_at": now, "attempt_count": 0, "failures": 0,
-                         "published_at": now})  # fmt: skip
+            rows.append(
+                {
+                    "id": new_id(),
+                    "user_id": user,
+                    "project_id": hex24(0xC000000 + u * 1000 + k),  # noqa: E501
+                    "upload_id": hex24(0xD000000 + len(rows)),
+                    "priority": 0,
+                    "seq": seq,
+                    "coalesce": False,
+                    "state": State.QUEUED,
+                    "created_at": now,
+                    "updated_at": now,
+                    "attempt_count": 0,
+                    "failures": 0,
+                    "published_at": now,
+                }
+            )
     return rows
 
 

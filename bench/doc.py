@@ -175,29 +175,39 @@ def _details(results: dict[str, Any]) -> str:
         for key in ("spdist", "baseline"):
             r = results["pacing"][key]
             top = ", ".join(f"{k} {v}" for k, v in r["redis_top"])
-            lines.append(f"- Pacing, {key}: worst user {r['total_s']:.2f} s for an ideal of "
-                         f"{r['ideal_s']:.0f} s; busiest Redis commands: {top}.")  # fmt: skip
+            lines.append(
+                f"- Pacing, {key}: worst user {r['total_s']:.2f} s for an ideal of "
+                f"{r['ideal_s']:.0f} s; busiest Redis commands: {top}."
+            )
     if "throughput" in results:
         for key, r in results["throughput"].items():
             if isinstance(r, dict):
-                lines.append(f"- Throughput, {key}: {r['calls']} calls ({r['ok']} answered 200) "
-                             f"in {r['span_s']:.1f} s first to last; "
-                             f"{r['executions_per_dispatch']:.2f} "
-                             f"executions per dispatch.")  # fmt: skip
+                lines.append(
+                    f"- Throughput, {key}: {r['calls']} calls ({r['ok']} answered 200) "
+                    f"in {r['span_s']:.1f} s first to last; "
+                    f"{r['executions_per_dispatch']:.2f} "
+                    f"executions per dispatch."
+                )
                 if r.get("cpu", {}).get("calls"):
                     parts = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu"]["ms"].items())
-                    lines.append(f"  Machine CPU per call ({r['cpu']['calls']} calls metered), "
-                                 f"ms: {parts}; total {r['cpu']['total_ms']:.2f}.")  # fmt: skip
+                    lines.append(
+                        f"  Machine CPU per call ({r['cpu']['calls']} calls metered), "
+                        f"ms: {parts}; total {r['cpu']['total_ms']:.2f}."
+                    )
     if "api" in results:
         for key in ("spdist", "baseline"):
             r = results["api"][key]
-            lines.append(f"- Enqueue API, {key}: {r['requests']} requests measured, p50 "
-                         f"{r['p50_ms']:.1f} ms, statuses {r['statuses']}.")  # fmt: skip
+            lines.append(
+                f"- Enqueue API, {key}: {r['requests']} requests measured, p50 "
+                f"{r['p50_ms']:.1f} ms, statuses {r['statuses']}."
+            )
     if "reconciler" in results:
         r = results["reconciler"]
         passes = ", ".join(f"{s * 1000:.0f}" for s in r["passes_s"])
-        lines.append(f"- Reconciler: passes {passes} ms; seeding took {r['seed_s']:.1f} s; "
-                     f"last pass did {r['counts']}.")  # fmt: skip
+        lines.append(
+            f"- Reconciler: passes {passes} ms; seeding took {r['seed_s']:.1f} s; "
+            f"last pass did {r['counts']}."
+        )
         if r.get("profile"):
             lines.append("\nProfile of one more pass (pyinstrument), for the reconciler's owner:\n")
             lines.append("```\n" + r["profile"].strip() + "\n```")

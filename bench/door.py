@@ -51,8 +51,9 @@ def run_diy(ws: Workspace, size: PacingSize, sp_url: str) -> dict[str, Any]:
     reset_fake(sp_url)
     plan = _plan(size)
     env = env_for("sqlite://", ws, sp_url, size.interval_s)
-    env.update(BENCH_BROKER_URL=ws.redis_url, BENCH_SP_URL=sp_url,
-               BENCH_INTERVAL_S=str(size.interval_s))  # fmt: skip
+    env.update(
+        BENCH_BROKER_URL=ws.redis_url, BENCH_SP_URL=sp_url, BENCH_INTERVAL_S=str(size.interval_s)
+    )
     celery_app.conf.broker_url = ws.redis_url
     name = "bench.post_locked"
     procs = start_nodes("bare", size.nodes, size.concurrency, env, ws.logs("door-diy"), "d")

@@ -26,8 +26,10 @@ PREFIX = "spdist_bench_hist"
 def digest() -> str:
     """What the history is made of: the seed's code and the schema's migrations."""
     h = hashlib.sha256()
-    for path in [ROOT / "bench" / "history_seed.py",
-                 *sorted((ROOT / "migrations" / "versions").glob("*.py"))]:  # fmt: skip
+    for path in [
+        ROOT / "bench" / "history_seed.py",
+        *sorted((ROOT / "migrations" / "versions").glob("*.py")),
+    ]:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]
 

@@ -37,8 +37,21 @@ def private_redis(folder: Path) -> Iterator[str]:
     if binary is None:
         raise RuntimeError("redis-server is not installed; the benchmark runs its own Redis")
     port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(folder), "--logfile", str(folder / "redis.log")]  # fmt: skip  # noqa: E501
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+        "--logfile",
+        str(folder / "redis.log"),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)

@@ -54,17 +54,30 @@ class Conn:
         self.writer.close()
 
 
-async def _client(url: str, token: str, users: list[str], counter: itertools.count,
-                  stop_at: float, measure_from: float, out: list[float], codes: Counter[int]) -> None:  # fmt: skip  # noqa: E501
+async def _client(
+    url: str,
+    token: str,
+    users: list[str],
+    counter: itertools.count,
+    stop_at: float,
+    measure_from: float,
+    out: list[float],
+    codes: Counter[int],
+) -> None:
     parts = urlsplit(url)
-    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n").encode()
+    head = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+    ).encode()
     conn = await Conn.open(parts.hostname or "127.0.0.1", parts.port or 80)
     try:
         while (now := time.perf_counter()) < stop_at:
             n = next(counter)
-            body = {"userId": users[n % len(users)], "projectId": f"{0xA0000000 + n:024x}",
-                    "uploadId": f"{0xE0000000 + n:024x}"}  # fmt: skip
+            body = {
+                "userId": users[n % len(users)],
+                "projectId": f"{0xA0000000 + n:024x}",
+                "uploadId": f"{0xE0000000 + n:024x}",
+            }
             status = await conn.post(head, json.dumps(body).encode())
             if now >= measure_from:
                 out.append(time.perf_counter() - now)
@@ -80,8 +93,12 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     codes: Counter[int] = Counter()
     counter = itertools.count()
     users = args.users.split(",")
-    await asyncio.gather(*(_client(args.url, args.token, users, counter, stop_at, measure_from,
-                                   latencies, codes) for _ in range(args.concurrency)))  # fmt: skip
+    await asyncio.gather(
+        *(
+            _client(args.url, args.token, users, counter, stop_at, measure_from, latencies, codes)
+            for _ in range(args.concurrency)
+        )
+    )
     ordered = sorted(latencies)
 
     def pct(q: float) -> float:
@@ -89,9 +106,14 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000 if ordered else 0.0
         )
 
-    return {"requests": len(ordered), "errors": sum(v for k, v in codes.items() if k >= 400),
-            "statuses": {str(k): v for k, v in codes.items()},
-            "rps": len(ordered) / args.seconds, "p50_ms": pct(50), "p99_ms": pct(99)}  # fmt: skip
+    return {
+        "requests": len(ordered),
+        "errors": sum(v for k, v in codes.items() if k >= 400),
+        "statuses": {str(k): v for k, v in codes.items()},
+        "rps": len(ordered) / args.seconds,
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+    }
 
 
 if __name__ == "__main__":

@@ -67,11 +67,18 @@ def run(ws: Workspace, size: MemorySize) -> dict[str, Any]:
                 loaded = rss_mb(procs[0].pid)
                 waiting = ctx.pacer.redis.eval(
                     "local n=0 for _,k in ipairs(redis.call('KEYS','spdist:lane:*:q')) do "
-                    "n=n+redis.call('ZCARD',k) end return n", 0)  # fmt: skip
+                    "n=n+redis.call('ZCARD',k) end return n",
+                    0,
+                )
             finally:
                 stop_all(procs)
                 close_ctx(ctx)
     finally:
         fake.stop()
-    return {"size": size, "idle_mb": idle, "loaded_mb": loaded, "delta_mb": loaded - idle,
-            "waiting": int(waiting)}  # fmt: skip
+    return {
+        "size": size,
+        "idle_mb": idle,
+        "loaded_mb": loaded,
+        "delta_mb": loaded - idle,
+        "waiting": int(waiting),
+    }

@@ -86,17 +86,25 @@ def pacing_metrics(got: list[dict[str, Any]], interval_s: float) -> dict[str, An
 def _plan(size: PacingSize) -> list[tuple[str, str, str]]:
     """(user, project, upload) in arrival order: users interleaved, projects round-robin."""
     users = user_ids(size.users)
-    return [(users[i % size.users], hex24(0xABC000 + i % size.projects), hex24(0xF00000 + i))
-            for i in range(size.users * size.per_user)]  # fmt: skip
+    return [
+        (users[i % size.users], hex24(0xABC000 + i % size.projects), hex24(0xF00000 + i))
+        for i in range(size.users * size.per_user)
+    ]
 
 
 def _timeout(size: PacingSize) -> float:
     return size.per_user * size.interval_s * 2 + 60
 
 
-def run_spdist(ws: Workspace, size: PacingSize, sp_url: str, *, call_url: str | None = None,
-               extra_env: dict[str, str] | None = None, name: str = "pacing-spdist",
-               ) -> dict[str, Any]:  # fmt: skip
+def run_spdist(
+    ws: Workspace,
+    size: PacingSize,
+    sp_url: str,
+    *,
+    call_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    name: str = "pacing-spdist",
+) -> dict[str, Any]:
     """spdist: real workers and beat on Postgres, the real enqueue path; the workers call
     `call_url` (a front of the fake) when given."""
     from worker import distributions
@@ -168,8 +176,9 @@ def run_baseline(ws: Workspace, size: PacingSize, sp_url: str) -> dict[str, Any]
     return _summary(got, size, executions, stats_diff(before, after))
 
 
-def _summary(got: list[dict[str, Any]], size: PacingSize, executions: int,
-             commands: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+def _summary(
+    got: list[dict[str, Any]], size: PacingSize, executions: int, commands: dict[str, int]
+) -> dict[str, Any]:
     m = pacing_metrics(got, size.interval_s)
     m["executions_per_dispatch"] = executions / len(got) if got else float("nan")
     m["redis_per_dispatch"] = sum(commands.values()) / len(got) if got else float("nan")

@@ -33,12 +33,19 @@ def _steady_lanes(ctx: Any, users: list[str], interval_s: float) -> None:
     now_us = ctx.pacer.now_us()
     pipe = ctx.pacer.redis.pipeline(transaction=False)
     for i, user in enumerate(users, 1):
-        pipe.hset(keys.lane_state(user), mapping={"next_free": now_us + int(interval_s * 5e5),
-                                                  "last_fire": now_us})  # fmt: skip
+        pipe.hset(
+            keys.lane_state(user),
+            mapping={"next_free": now_us + int(interval_s * 5e5), "last_fire": now_us},
+        )
         pipe.pexpire(keys.lane_state(user), 3_600_000)
-        pipe.eval("local h=redis.call('ZRANGE',KEYS[1],0,0)[1] "
-                  "if h then redis.call('SET',KEYS[2],h,'PX',ARGV[1]) end",
-                  2, keys.lane_queue(user), keys.lane_wake(user), 300_000)  # fmt: skip
+        pipe.eval(
+            "local h=redis.call('ZRANGE',KEYS[1],0,0)[1] "
+            "if h then redis.call('SET',KEYS[2],h,'PX',ARGV[1]) end",
+            2,
+            keys.lane_queue(user),
+            keys.lane_wake(user),
+            300_000,
+        )
         if i % 2000 == 0:
             pipe.execute()
     pipe.execute()

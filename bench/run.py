@@ -41,7 +41,11 @@ SMOKE: dict[str, Any] = {
     "memory": memory.MemorySize(requests=40, lanes=4, settle_s=1.0),
     "reconciler": reconciler.ReconcilerSize(requests=200, lanes=20, passes=1),
     "history": history.HistorySize(
-        requests=3000, small=300, lanes=20, prune_rows=3000, samples=6,
+        requests=3000,
+        small=300,
+        lanes=20,
+        prune_rows=3000,
+        samples=6,
         api=api_load.ApiSize(concurrency=4, seconds=1.0, warmup_s=0.3, users=5),
         dispatch=throughput.ThroughputSize(requests=40, nodes=1, timeout_s=60),
     ),
@@ -89,9 +93,11 @@ def machine() -> str:
             return "?"
 
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"{version(['redis-server', '--version']).split(' sha')[0]}, "
-            f"{version(['psql', '--version'])}; load average at the end {load}")  # fmt: skip
+    return (
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{version(['redis-server', '--version']).split(' sha')[0]}, "
+        f"{version(['psql', '--version'])}; load average at the end {load}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     missed = [f"{r.scenario}: {r.metric}" for r in rows if r.met is False]
     took = ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items())
     print(f"seconds per scenario: {took}")
-    print(f"\n{len(rows)} figures, {sum(r.met is True for r in rows)} goals met, "
-          f"{len(missed)} missed; {elapsed:.0f} s")  # fmt: skip
+    print(
+        f"\n{len(rows)} figures, {sum(r.met is True for r in rows)} goals met, "
+        f"{len(missed)} missed; {elapsed:.0f} s"
+    )
     if not args.no_docs:
         from bench.doc import write
 

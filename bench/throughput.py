@@ -55,8 +55,9 @@ def _result(got: list[dict[str, Any]], executions: int, seeded_s: float) -> dict
     }
 
 
-def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str,
-                 fake_pid: int) -> dict[str, Any]:  # fmt: skip
+def run_baseline(
+    ws: Workspace, size: ThroughputSize, sp_url: str, settings: str, fake_pid: int
+) -> dict[str, Any]:
     """Messages first, then the workers: the rate is the workers', not the publisher's.
     settings "spdist": the workers run with spdist's worker settings (bench/baselines.py);
     "spdist-plumbing": and spdist's broker transport and consumer; "celery": with Celery's
@@ -69,8 +70,12 @@ def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str
     t0 = time.monotonic()
     with celery_app.producer_or_acquire() as producer:
         for i, user in enumerate(user_ids(size.requests)):
-            celery_app.send_task("bench.post", args=[user, hex24(0xC0000 + i), hex24(0xD0000 + i)],
-                                 queue="bench", producer=producer)  # fmt: skip
+            celery_app.send_task(
+                "bench.post",
+                args=[user, hex24(0xC0000 + i), hex24(0xD0000 + i)],
+                queue="bench",
+                producer=producer,
+            )
     seeded = time.monotonic() - t0
     env = env_for("sqlite://", ws, sp_url, 1.0)
     env.update(BENCH_BROKER_URL=ws.redis_url, BENCH_SP_URL=sp_url, BENCH_WORKER_SETTINGS=settings)
@@ -87,8 +92,9 @@ def run_baseline(ws: Workspace, size: ThroughputSize, sp_url: str, settings: str
     return {**_result(got, executions, seeded), "cpu": cpu_per_call(used, got, since)}
 
 
-def run_spdist(ws: Workspace, size: ThroughputSize, sp_url: str, db: str,
-               fake_pid: int) -> dict[str, Any]:  # fmt: skip
+def run_spdist(
+    ws: Workspace, size: ThroughputSize, sp_url: str, db: str, fake_pid: int
+) -> dict[str, Any]:
     """Requests stored and their lanes woken first (as enqueue leaves them), then the workers."""
     reset_redis(ws.redis_url)
     reset_fake(sp_url)
@@ -156,6 +162,11 @@ def run(ws: Workspace, size: ThroughputSize) -> dict[str, Any]:
         sqlite = run_spdist(ws, size, sp_url, sqlite_db(ws.folder, "throughput.db"), fake.pid)
     finally:
         fake.stop()
-    return {"size": size, "baseline": baseline, "baseline_spdist_plumbing": plumbing,
-            "baseline_celery_defaults": defaults, "postgres": postgres,
-            "sqlite": sqlite}  # fmt: skip
+    return {
+        "size": size,
+        "baseline": baseline,
+        "baseline_spdist_plumbing": plumbing,
+        "baseline_celery_defaults": defaults,
+        "postgres": postgres,
+        "sqlite": sqlite,
+    }

@@ -49,13 +49,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_beat(args: argparse.Namespace) -> int:
     """The scheduler: runs the reconciler every SPDIST_RECONCILE_EVERY_S."""
+    from worker import deliverer
     from worker.celery_app import app
 
+    deliverer.start(_ctx())  # callbacks, in threads of their own (worker/deliverer.py)
     # Beat sends only reconciler ticks: no task-sent event, so Flower lists dispatches.
     app.conf.task_send_sent_event = False
     # The in-memory scheduler keeps no schedule file: only interval entries exist.
-    app.start(["beat", "-S", "celery.beat:Scheduler", "--loglevel", args.loglevel,
-               *args.celery_args])  # fmt: skip
+    app.start(
+        ["beat", "-S", "celery.beat:Scheduler", "--loglevel", args.loglevel, *args.celery_args]
+    )
     return 0
 
 
@@ -65,7 +68,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     ctx = _ctx()
     ids = (args.user, args.project, args.upload)
-    new = distributions.validate(ctx, *ids, args.priority, not args.no_coalesce, hold=args.hold)
+    new = distributions.validate(
+        ctx,
+        *ids,
+        args.priority,
+        not args.no_coalesce,
+        hold=args.hold,
+        callback_url=args.callback_url,
+    )
     req = distributions.enqueue(ctx, new)
     if args.json:
         with ctx.sessions() as session:
@@ -97,9 +107,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     ctx = _ctx()
     with ctx.sessions() as session:
         rows, _ = views.list_distributions(
-            session, user_id=args.user, project_id=args.project, state=args.state,
+            session,
+            user_id=args.user,
+            project_id=args.project,
+            state=args.state,
             limit=args.limit,
-        )  # fmt: skip
+        )
         placed = views.places(ctx, session, rows)
         data = [views.distribution_dict(r, placed.get(r.id), attempts=False) for r in rows]
     if args.json:
@@ -223,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--priority", type=int, default=0)
     sp.add_argument("--no-coalesce", action="store_true")
     sp.add_argument("--hold", action="store_true", help="start held, until `spdist release`")
+    sp.add_argument("--callback-url", help="POST each change of state there (README, Callbacks)")
     sp.add_argument("--json", action="store_true")
     sp = add("show", cmd_show, "Show one distribution with its attempts.")
     sp.add_argument("id")

@@ -71,7 +71,6 @@ class Context:
             self._client = factory()
         return self._client
 
-
     @property
     def autocommit(self) -> Engine:
         """The engine's autocommit twin on PostgreSQL (single statements, no BEGIN); the

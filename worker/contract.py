@@ -11,10 +11,28 @@ PRIORITY_MIN, PRIORITY_MAX = -100, 100  # higher goes first; 0 by default
 PRIORITY_DEFAULT = 0
 
 DISTRIBUTION_FIELDS = (
-    "id", "userId", "projectId", "uploadId", "priority", "createdBy", "state", "createdAt",
-    "updatedAt", "nextAttemptAt", "position", "estimatedDispatchAt", "supersededBy",
-    "message", "attempts",
-)  # fmt: skip
+    "id",
+    "userId",
+    "projectId",
+    "uploadId",
+    "priority",
+    "createdBy",
+    "state",
+    "createdAt",
+    "updatedAt",
+    "nextAttemptAt",
+    "position",
+    "estimatedDispatchAt",
+    "supersededBy",
+    "message",
+    "attempts",
+)
 ATTEMPT_FIELDS = (
-    "number", "startedAt", "finishedAt", "httpStatus", "outcome", "message", "worker",
-)  # fmt: skip
+    "number",
+    "startedAt",
+    "finishedAt",
+    "httpStatus",
+    "outcome",
+    "message",
+    "worker",
+)

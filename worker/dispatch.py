@@ -150,12 +150,14 @@ def _dispatch_reserved(ctx: Context, conn: Connection, req: Snapshot, ticket: Ti
     return plan.outcome if recorded else "lease-lost"
 
 
-def _missed(ctx: Context, conn: Connection, req: Snapshot, ticket: Ticket, number: int,
-            fence_us: int) -> None:  # fmt: skip
+def _missed(
+    ctx: Context, conn: Connection, req: Snapshot, ticket: Ticket, number: int, fence_us: int
+) -> None:
     """No call was made after all: undo the claim, keep the request at the lane's head."""
     _unclaim(ctx, conn, req, number, fence_us)
-    ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token, action="requeue",
-                     score=score(req))  # fmt: skip
+    ctx.pacer.settle(
+        req.user_id, ticket.member, token=ticket.token, action="requeue", score=score(req)
+    )
     wake_lane(ctx, req.user_id)
 
 
@@ -170,8 +172,9 @@ def _correct_lane(ctx: Context, req: Snapshot, ticket: Ticket, fenced: Fenced) -
         req.user_id,
         early_s,
     )
-    ctx.pacer.settle(req.user_id, ticket.member, token=ticket.token,
-                     not_before_us=fenced.not_before_us)  # fmt: skip
+    ctx.pacer.settle(
+        req.user_id, ticket.member, token=ticket.token, not_before_us=fenced.not_before_us
+    )
     wake_lane(ctx, req.user_id, force=True)
 
 
@@ -264,8 +267,9 @@ def _restore_lane(ctx: Context, conn: Connection, user_id: str, now_us: int) -> 
     return floor
 
 
-def _claim(ctx: Context, conn: Connection, req: Snapshot, slot_us: int,
-           fence_us: int) -> int | Fenced | None:  # fmt: skip
+def _claim(
+    ctx: Context, conn: Connection, req: Snapshot, slot_us: int, fence_us: int
+) -> int | Fenced | None:
     """The fence moved to `fence_us`, the conditional UPDATE to `dispatching` and the
     attempt row: one commit, before the call."""
     # The lease runs on the Redis clock (the slot's), which every reconciler reads too:
@@ -327,9 +331,13 @@ def _call(
     send_by = fired.before_mono + ctx.settings.pacer_send_window_s
     try:
         answer: Triggered | StreampixelError = ctx.client.distribute(
-            api_key=api_key, user_id=req.user_id, project_id=req.project_id,
-            upload_id=req.upload_id, send_by=send_by, timing=timing,
-        )  # fmt: skip
+            api_key=api_key,
+            user_id=req.user_id,
+            project_id=req.project_id,
+            upload_id=req.upload_id,
+            send_by=send_by,
+            timing=timing,
+        )
     except NotSent as exc:
         log.warning("no call for %s: %s", req.id, exc)
         return None
@@ -355,7 +363,11 @@ def _left(ctx: Context, req: Snapshot, left_us: int, waiting: int) -> None:
 
 
 def _record(
-    ctx: Context, conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan,
+    ctx: Context,
+    conn: Connection,
+    req: Snapshot,
+    number: int,
+    plan: outcomes.Plan,
     fence_us: int,
 ) -> bool:
     """Complete the attempt and move the request, fenced by the attempt number.
@@ -378,12 +390,16 @@ def _record(
             pause = min(pause * 2, 5.0)
 
 
-def _write_outcome(ctx: Context, conn: Connection, req: Snapshot, number: int,
-                   plan: outcomes.Plan, fence_us: int) -> bool:  # fmt: skip
-    attempt = {"http_status": plan.http_status, "outcome": plan.outcome,
-               "message": plan.message, "lane_free_us": plan.lane_free_us}  # fmt: skip
-    done = ctx.ledger.record(conn, req, number, utcnow(), plan.request_values, attempt,
-                             fence_us)  # fmt: skip
+def _write_outcome(
+    ctx: Context, conn: Connection, req: Snapshot, number: int, plan: outcomes.Plan, fence_us: int
+) -> bool:
+    attempt = {
+        "http_status": plan.http_status,
+        "outcome": plan.outcome,
+        "message": plan.message,
+        "lane_free_us": plan.lane_free_us,
+    }
+    done = ctx.ledger.record(conn, req, number, utcnow(), plan.request_values, attempt, fence_us)
     if not done:
         log.warning("lease of %s attempt %d lost; outcome stays unknown", req.id, number)
     return done
@@ -395,8 +411,13 @@ def _settle(ctx: Context, req: Snapshot, ticket: Ticket, plan: outcomes.Plan) ->
     if not plan.requeue_at_head:
         return
     try:
-        ctx.pacer.settle(req.user_id, ticket.member, action="requeue", score=score(req),
-                         not_before_us=plan.lane_free_us)  # fmt: skip
+        ctx.pacer.settle(
+            req.user_id,
+            ticket.member,
+            action="requeue",
+            score=score(req),
+            not_before_us=plan.lane_free_us,
+        )
         wake_lane(ctx, req.user_id)
     except PacerUnavailable as exc:
         log.warning("lane of %s not woken (the reconciler will): %s", req.user_id, exc)

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from worker import backpressure, callers, validation
+from worker import backpressure, callbacks, callers, validation
 from worker.context import Context
 from worker.errors import (
     ConflictError,
@@ -39,6 +39,7 @@ class NewDistribution:
     coalesce: bool = True
     created_by: str = callers.CLI
     hold: bool = False  # start `held`, in no lane until released (worker/holds.py)
+    callback_url: str | None = None  # changes of state POSTed there (worker/callbacks.py)
 
 
 def validate(
@@ -51,6 +52,7 @@ def validate(
     *,
     created_by: str = callers.CLI,
     hold: object = False,
+    callback_url: object = None,
 ) -> NewDistribution:
     """Check ids, priority and coalesce (worker/validation.py) and that the user has a key;
     raises ValidationError naming the field."""
@@ -60,9 +62,10 @@ def validate(
     rank = validation.priority(priority)
     replace = validation.flag("coalesce", coalesce)
     held = validation.flag("hold", hold)
+    callback = callbacks.check_url(ctx.settings, callback_url)
     if user not in ctx.keyring:
         raise ValidationError("no API key is configured for this userId", field="userId")
-    return NewDistribution(user, project, upload, rank, replace, created_by, held)
+    return NewDistribution(user, project, upload, rank, replace, created_by, held, callback)
 
 
 class LaneEntry(Protocol):
@@ -119,8 +122,9 @@ def enqueue_placed(
 
         return holds.enqueue_held(ctx, values, new.coalesce), None
     with ctx.autocommit.connect() as conn:  # Core, cheaper than an ORM unit of work
-        old = ctx.ledger.insert(conn, values, coalesce=new.coalesce,
-                                check_room=lambda c: _check_room(ctx, c, new))  # fmt: skip
+        old = ctx.ledger.insert(
+            conn, values, coalesce=new.coalesce, check_room=lambda c: _check_room(ctx, c, new)
+        )
     req, replaced = stored(values, old)
     return req, publish(ctx, req, replaces=replaced)
 
@@ -136,13 +140,23 @@ def new_values(
     """The row of a new request."""
     now = utcnow()
     return {
-        "id": new_id(), "user_id": new.user_id, "project_id": new.project_id,
-        "upload_id": new.upload_id, "priority": new.priority, "coalesce": new.coalesce,
-        "seq": time.time_ns() // 1000, "state": State.QUEUED, "created_at": now,
-        "updated_at": now, "attempt_count": 0, "failures": 0,
-        "idempotency_key": idempotency_key, "request_hash": request_hash,
+        "id": new_id(),
+        "user_id": new.user_id,
+        "project_id": new.project_id,
+        "upload_id": new.upload_id,
+        "priority": new.priority,
+        "coalesce": new.coalesce,
+        "seq": time.time_ns() // 1000,
+        "state": State.QUEUED,
+        "created_at": now,
+        "updated_at": now,
+        "attempt_count": 0,
+        "failures": 0,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
         "created_by": new.created_by,
-    }  # fmt: skip
+        "callback_url": new.callback_url,
+    }
 
 
 def stored(values: dict[str, Any], old: Any) -> tuple[DistributionRequest, str | None]:
@@ -211,8 +225,9 @@ def cancel(ctx: Context, request_id: str, caller: str | None = None) -> Distribu
     with ctx.sessions.begin() as session:
         req = get(session, request_id)
         authorize(ctx, caller, req, "cancel")
-        if not ctx.ledger.transition(session, request_id, PENDING, State.CANCELLED,
-                                     next_attempt_at=None):  # fmt: skip
+        if not ctx.ledger.transition(
+            session, request_id, PENDING, State.CANCELLED, next_attempt_at=None
+        ):
             raise ConflictError(f"distribution {request_id} is {req.state}, not waiting")
     try:
         ctx.pacer.remove(req.user_id, member(req))
@@ -227,10 +242,16 @@ def retry(ctx: Context, request_id: str, caller: str | None = None) -> Distribut
     with ctx.sessions.begin() as session:
         req = get(session, request_id)
         authorize(ctx, caller, req, "retry")
-        again = {"seq": time.time_ns() // 1000, "failures": 0, "processing_since": None,
-                 "next_attempt_at": None, "published_at": None}  # fmt: skip
-        if not ctx.ledger.transition(session, request_id, (State.FAILED, State.DEAD),
-                                     State.QUEUED, **again):  # fmt: skip
+        again = {
+            "seq": time.time_ns() // 1000,
+            "failures": 0,
+            "processing_since": None,
+            "next_attempt_at": None,
+            "published_at": None,
+        }
+        if not ctx.ledger.transition(
+            session, request_id, (State.FAILED, State.DEAD), State.QUEUED, **again
+        ):
             raise ConflictError(f"distribution {request_id} is {req.state}, not failed or dead")
     req = _reload(ctx, request_id)
     publish(ctx, req)
@@ -247,6 +268,8 @@ def body_hash(new: NewDistribution) -> str:
     fields = asdict(new)
     if not new.hold:  # the hash of a body without `hold` stays what it was before it existed
         del fields["hold"]
+    if new.callback_url is None:  # nor that of a body without `callbackUrl`
+        del fields["callback_url"]
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -254,6 +277,7 @@ def body_hash(new: NewDistribution) -> str:
 MESSAGE_FIELDS = {
     *("userId", "projectId", "uploadId", "priority", "coalesce", "idempotencyKey", "createdBy"),
     "hold",
+    "callbackUrl",
 }
 
 
@@ -273,6 +297,7 @@ def enqueue_message(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
             body.get("coalesce", True),
             created_by=_task_caller(body),
             hold=body.get("hold", False),
+            callback_url=body.get("callbackUrl"),
         )
         key = body.get("idempotencyKey")
         if key is None:

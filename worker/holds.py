@@ -35,6 +35,7 @@ SUPERSEDE_HELD = (
     .values(state=State.SUPERSEDED, superseded_by=bindparam("by"), updated_at=bindparam("now"))
 )
 
+
 def enqueue_held(ctx: Context, values: dict[str, Any], coalesce: bool) -> DistributionRequest:
     """Store a new request `held` (counted by back-pressure; superseding the project's
     older held one when it coalesces); nothing goes to Redis."""
@@ -70,9 +71,16 @@ def release(ctx: Context, request_id: str, caller: str | None = None) -> Distrib
         conn = session.connection()
         old = _supersede_queued(ctx, conn, req, now) if req.coalesce else None
         seq = old.seq if old is not None else time.time_ns() // 1000
-        released = ctx.ledger.transition(conn, request_id, State.HELD, State.QUEUED, seq=seq,
-                                         published_at=None, next_attempt_at=None,
-                                         updated_at=now)  # fmt: skip
+        released = ctx.ledger.transition(
+            conn,
+            request_id,
+            State.HELD,
+            State.QUEUED,
+            seq=seq,
+            published_at=None,
+            next_attempt_at=None,
+            updated_at=now,
+        )
         if not released:
             raise ConflictError(f"distribution {request_id} is {req.state}, not held")
     replaces = lane_member(old.seq, old.id, old.project_id, old.upload_id) if old else None

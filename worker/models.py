@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -119,6 +120,8 @@ class DistributionRequest(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     # Set when the request is in SQL but may not yet be in Redis (the outbox).
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Where this request's changes of state are POSTed (worker/callbacks.py); never shown.
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
     attempts: Mapped[list[DistributionAttempt]] = relationship(
         back_populates="request", order_by="DistributionAttempt.number"
@@ -197,6 +200,48 @@ class WebhookEvent(Base):
         # The dispatch's "was this build rejected?": one probe (migration 0005).
         Index("ix_webhooks_upload_event", "upload_id", "event"),
         Index("ix_webhooks_received", "received_at"),  # retention (0006)
+    )
+
+
+class CallbackDelivery(Base):
+    """One try to POST one event of a request to its callback URL (migration 0007).
+
+    A trigger writes an event's first try in the transaction of the change of state; the
+    deliverer freezes `body` at that try, and a failed try's row is finished in the same
+    transaction that writes the next one. `outcome`: `delivered` (a 2xx), `failed` (tried
+    again later), `expired` (failed, and the next try would fall past `expires_at`).
+    """
+
+    __tablename__ = "callback_deliveries"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("distribution_requests.id", ondelete="CASCADE")
+    )
+    event_no: Mapped[int] = mapped_column(Integer)  # the request's events, in commit order
+    event: Mapped[str] = mapped_column(String(32))
+    try_no: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str | None] = mapped_column(Text)  # the exact bytes signed, from try 1 on
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("request_id", "event_no", "try_no", name="uq_callback_try"),
+        Index(
+            "ix_callbacks_open",
+            "due_at",
+            postgresql_where=text("finished_at IS NULL"),
+            sqlite_where=text("finished_at IS NULL"),
+        ),
     )
 
 

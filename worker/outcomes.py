@@ -43,8 +43,12 @@ def plan(
     fire, plus whatever delayed the send)."""
     gap_us = int((settings.min_interval_s + settings.guard_s) * US)
     now = from_us(fired_us)  # the Redis clock: this machine's may be off
-    base: dict[str, Any] = {"outcome": str(result.outcome), "http_status": result.http_status,
-            "message": result.message, "lane_free_us": fired_us + gap_us}  # fmt: skip
+    base: dict[str, Any] = {
+        "outcome": str(result.outcome),
+        "http_status": result.http_status,
+        "message": result.message,
+        "lane_free_us": fired_us + gap_us,
+    }
     if isinstance(result, Triggered):
         return Plan(**base, request_values=_to(State.SUCCEEDED, result.message))
     if isinstance(result, RateLimited):
@@ -72,9 +76,7 @@ def _rate_limited(
     return Plan(**base, requeue_at_head=True, request_values=values)
 
 
-def _processing(
-    settings: Settings, req: Snapshot, message: str, now: datetime
-) -> dict[str, Any]:
+def _processing(settings: Settings, req: Snapshot, message: str, now: datetime) -> dict[str, Any]:
     """ "No URL yet": 30 s doubling to 10 min, for up to two hours from the first such answer."""
     since = req.processing_since or now
     if (now - since).total_seconds() >= settings.processing_window_s:
@@ -101,8 +103,9 @@ def transient(
     failures += 1
     if failures >= settings.max_attempts:
         return _to(State.DEAD, f"{message} (gave up after {failures} attempts)", failures=failures)
-    delay = min(settings.transient_backoff_cap_s,
-                settings.transient_backoff_base_s * 2 ** (failures - 1))  # fmt: skip
+    delay = min(
+        settings.transient_backoff_cap_s, settings.transient_backoff_base_s * 2 ** (failures - 1)
+    )
     delay = delay / 2 + random.uniform(0, delay / 2)
     return _to(
         State.RETRYING,

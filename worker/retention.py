@@ -1,8 +1,8 @@
 """Retention: finished history older than a cutoff, deleted in small batches.
 
 What goes: requests in a terminal state, created and last changed before the cutoff, with
-the rows that belong to them (`DEPENDENTS`: their attempts); webhook events received
-before it and already acted on (`AGED`).
+the rows that belong to them (`DEPENDENTS`: their attempts and callback tries); webhook
+events received before it and already acted on (`AGED`).
 
 What stays, always:
 - waiting and in-flight requests (`queued`, `retrying`, `dispatching`, and any state not
@@ -44,7 +44,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from worker.context import Context
-from worker.models import TERMINAL, DistributionAttempt, DistributionRequest, WebhookEvent, utcnow
+from worker.models import (
+    TERMINAL,
+    CallbackDelivery,
+    DistributionAttempt,
+    DistributionRequest,
+    WebhookEvent,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -57,11 +64,13 @@ SCHEDULED_BATCHES = 5
 R = cast(Table, DistributionRequest.__table__).c
 A = cast(Table, DistributionAttempt.__table__).c
 W = cast(Table, WebhookEvent.__table__).c
+CB = cast(Table, CallbackDelivery.__table__).c
 
 # Tables whose rows belong to a request: (table, the column naming it). Deleted before
-# the request itself. A new table of that kind (callback deliveries) is one more entry.
+# the request itself.
 DEPENDENTS: list[tuple[Table, Column[Any]]] = [
     (cast(Table, DistributionAttempt.__table__), A.request_id),
+    (cast(Table, CallbackDelivery.__table__), CB.request_id),
 ]
 # Tables pruned by their own age: (table, primary key, age column, "done with" condition).
 AGED: list[tuple[Table, Column[Any], Column[Any], ColumnElement[bool]]] = [

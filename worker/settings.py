@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     retention_days: float | None = Field(None, gt=0)
     metrics_token: SecretStr | None = None
     hold_projects: str = ""
+    # Callbacks (README, Callbacks): where they may go, and the key that signs them.
+    callback_hosts: str = ""
+    callback_secret: SecretStr | None = None
+    # The callbackUrl of requests auto-distribution makes (they have no caller to give one).
+    auto_callback_url: str | None = None
 
     # Pacer tuning (not part of the shared interface; the README documents it).
     # The lead covers the claim's SQL and opening the connection (DNS, TCP, TLS).
@@ -63,6 +68,12 @@ class Settings(BaseSettings):
     processing_window_s: float = Field(7200.0, gt=0)
     transient_backoff_base_s: float = Field(5.0, gt=0)
     transient_backoff_cap_s: float = Field(600.0, gt=0)
+    callback_timeout_s: float = Field(10.0, gt=0)
+    callback_backoff_base_s: float = Field(5.0, gt=0)
+    callback_backoff_cap_s: float = Field(3600.0, gt=0)
+    callback_expire_s: float = Field(86400.0, gt=0)  # give up this long after the first try
+    callback_lease_s: float = Field(60.0, gt=0)  # a claimed try is another's again after it
+    callback_threads: int = Field(4, ge=1)
 
     @field_validator("api_keys", "auto_distribute", mode="before")
     @classmethod
@@ -137,6 +148,13 @@ class Settings(BaseSettings):
         """SPDIST_HOLD_PROJECTS: projects whose auto-distributed requests start `held`."""
         return frozenset(p.strip().lower() for p in self.hold_projects.split(",") if p.strip())
 
+    @cached_property
+    def callback_host_set(self) -> frozenset[str]:
+        """SPDIST_CALLBACK_HOSTS: the hosts (and host:port) callback URLs may point at."""
+        from worker.callbacks import parse_hosts
+
+        return parse_hosts(self.callback_hosts)
+
     def start_problems(self) -> tuple[list[str], list[str]]:
         """(errors, warnings) worth saying when a process starts; errors stop it."""
         errors, warnings = [], []
@@ -177,8 +195,10 @@ class KeyRing:
             try:
                 data = json.loads(Path(self._path).read_text())
             except (OSError, ValueError) as exc:  # half-written during rotation: keep the old keys
-                log.warning("SPDIST_API_KEYS_FILE unreadable, keeping the previous keys: %s",
-                            type(exc).__name__)  # fmt: skip
+                log.warning(
+                    "SPDIST_API_KEYS_FILE unreadable, keeping the previous keys: %s",
+                    type(exc).__name__,
+                )
                 return
             if not isinstance(data, dict):
                 log.warning(

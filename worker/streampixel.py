@@ -158,14 +158,16 @@ class StreampixelClient:
         response = self._post(payload, api_key, send_by, timing or SendTiming())
         return _interpret(response, api_key)
 
-    def _post(self, payload: dict[str, str], api_key: str, send_by: float | None,
-              timing: SendTiming) -> httpx.Response:  # fmt: skip
+    def _post(
+        self, payload: dict[str, str], api_key: str, send_by: float | None, timing: SendTiming
+    ) -> httpx.Response:
         """Sends the request, mapping every httpx exception to ours (the one place)."""
         fresh = self._prepared.backend.fresh_connects if self._prepared else 0
         try:
             with send_deadline(send_by):
-                return self._http.post(DISTRIBUTE_PATH, json=payload,
-                                       extensions={"trace": timing.trace})  # fmt: skip
+                return self._http.post(
+                    DISTRIBUTE_PATH, json=payload, extensions={"trace": timing.trace}
+                )
         except SendTooLate as exc:
             raise NotSent(str(exc)) from None
         except httpx.RequestError as exc:

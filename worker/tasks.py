@@ -25,8 +25,14 @@ RETRY_S = 2.0
 
 # Strategy: ETAs are read on the Redis clock (the pacer's), not this host's (worker/clock.py).
 # throws: a failed call is an expected end, logged in one line (worker/reports.py).
-@app.task(name="spdist.dispatch", bind=True, max_retries=None, acks_late=True,
-          Strategy="worker.clock:strategy", throws=(reports.CallFailed,))  # fmt: skip
+@app.task(
+    name="spdist.dispatch",
+    bind=True,
+    max_retries=None,
+    acks_late=True,
+    Strategy="worker.clock:strategy",
+    throws=(reports.CallFailed,),
+)
 def dispatch(
     self: Task,
     request_id: str,
@@ -37,8 +43,7 @@ def dispatch(
 ) -> str:
     """Dispatch `request_id` when its lane's slot comes; user/project/upload are for Flower."""
     if not isinstance(request_id, str) or not isinstance(due_us, int | None):
-        log.error("malformed dispatch message dropped: request_id=%r due_us=%r",
-                  request_id, due_us)  # fmt: skip
+        log.error("malformed dispatch message dropped: request_id=%r due_us=%r", request_id, due_us)
         return "malformed"
     try:
         word = dispatch_mod.dispatch(get_context(), request_id, due_us=due_us, user_id=user_id)
@@ -114,8 +119,13 @@ def enqueue(**body: object) -> dict[str, object]:
     return distributions.enqueue_message(get_context(), dict(body))
 
 
-@app.task(name="spdist.webhook", bind=True, max_retries=10, acks_late=True,
-          Strategy="worker.clock:strategy")  # fmt: skip
+@app.task(
+    name="spdist.webhook",
+    bind=True,
+    max_retries=10,
+    acks_late=True,
+    Strategy="worker.clock:strategy",
+)
 def webhook(
     self: Task, event_id: int, event: str = "", upload_id: str = "", project_id: str = ""
 ) -> str:

@@ -164,8 +164,9 @@ def describe(ctx: Context, session: Session, req: DistributionRequest) -> dict[s
     """A distribution with its attempts and, while it waits, its place in the lane."""
     item = None
     if req.state in WAITING:
-        item = next((i for i in lane(ctx, session, req.user_id).items if i.request.id == req.id),
-                    None)  # fmt: skip
+        item = next(
+            (i for i in lane(ctx, session, req.user_id).items if i.request.id == req.id), None
+        )
     return distribution_dict(req, item)
 
 

@@ -74,8 +74,12 @@ def send_event(event_id: int, event: str, upload_id: str | None, project_id: str
     """Send the `spdist.webhook` task; if the broker is down the reconciler picks it up."""
     from worker.celery_app import QUEUE, app
 
-    kwargs = {"event_id": event_id, "event": event, "upload_id": upload_id or "",
-              "project_id": project_id or ""}  # fmt: skip
+    kwargs = {
+        "event_id": event_id,
+        "event": event,
+        "upload_id": upload_id or "",
+        "project_id": project_id or "",
+    }
     try:
         app.send_task("spdist.webhook", kwargs=kwargs, queue=QUEUE)
     except Exception as exc:  # kombu and redis errors alike; SQL holds the event
@@ -244,11 +248,16 @@ def _bring_forward(ctx: Context, ev: WebhookEvent) -> int:
         rows = session.scalars(
             select(DistributionRequest).where(*_for_upload(ev), *waiting_on_url)
         ).all()
-        moved = [r for r in rows if session.execute(
-            update(DistributionRequest)
-            .where(DistributionRequest.id == r.id, *waiting_on_url)
-            .values(next_attempt_at=utcnow(), updated_at=utcnow())
-        ).rowcount == 1]  # type: ignore[attr-defined]  # fmt: skip
+        moved = [
+            r
+            for r in rows
+            if session.execute(
+                update(DistributionRequest)
+                .where(DistributionRequest.id == r.id, *waiting_on_url)
+                .values(next_attempt_at=utcnow(), updated_at=utcnow())
+            ).rowcount  # type: ignore[attr-defined]
+            == 1
+        ]
     for req in moved:
         _requeue(ctx, req)
     return len(moved)
@@ -280,8 +289,9 @@ def _auto_distribute(ctx: Context, ev: WebhookEvent) -> str:
         # this key in advance, nor see the request as its own.
         project, upload = ev.project_id or "", ev.upload_id or ""
         hold = project in ctx.settings.hold_project_ids  # SPDIST_HOLD_PROJECTS: wait for a release
+        callback = ctx.settings.auto_callback_url  # SPDIST_AUTO_CALLBACK_URL, checked as any
         new = distributions.validate(
-            ctx, user_id, project, upload, created_by=callers.AUTO, hold=hold
+            ctx, user_id, project, upload, created_by=callers.AUTO, hold=hold, callback_url=callback
         )
         key = f"build.approved:{ev.id}"
         req, _, _ = distributions.enqueue_once(ctx, new, key, distributions.body_hash(new))
@@ -318,9 +328,7 @@ def _fail(session: Any, req: DistributionRequest, message: str) -> bool:
     done = session.execute(
         update(DistributionRequest)
         .where(DistributionRequest.id == req.id, DistributionRequest.state == req.state)
-        .values(
-            state=State.FAILED, last_message=message, next_attempt_at=None, updated_at=utcnow()
-        )  # fmt: skip
+        .values(state=State.FAILED, last_message=message, next_attempt_at=None, updated_at=utcnow())
     )
     return bool(done.rowcount == 1)
 

@@ -54,7 +54,13 @@ async def create(
     """Store the request and put it in its user's lane (202); SQL holds it if Redis is down."""
     ids = (body.userId, body.projectId, body.uploadId)
     new = distributions.validate(
-        ctx, *ids, body.priority, body.coalesce, created_by=caller, hold=body.hold
+        ctx,
+        *ids,
+        body.priority,
+        body.coalesce,
+        created_by=caller,
+        hold=body.hold,
+        callback_url=body.callbackUrl,
     )
     if idempotency_key is not None:
         idempotency_key = validation.idempotency_key(idempotency_key)

@@ -48,9 +48,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_ctx(
-    db_url: str, redis_url: str, sent: list[tuple[str, Wake]], **options: Any
-) -> Context:
+def make_ctx(db_url: str, redis_url: str, sent: list[tuple[str, Wake]], **options: Any) -> Context:
     """A context on real services whose dispatch messages land in `sent`."""
     options = {"api_keys": KEYS, "api_tokens": TOKEN, "min_interval_s": 60, **options}
     settings = Settings(database_url=db_url, redis_url=redis_url, **options)
@@ -180,15 +178,17 @@ def start_api(env: dict[str, str], log_dir: Path, name: str = "api") -> tuple[Pr
 def test_idempotency_holds_across_two_api_processes(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    env = spdist_env(pg_url, redis_url, "http://127.0.0.1:9/pixelStripeApi", KEYS,
-                     SPDIST_API_TOKENS=TOKEN)  # fmt: skip
+    env = spdist_env(
+        pg_url, redis_url, "http://127.0.0.1:9/pixelStripeApi", KEYS, SPDIST_API_TOKENS=TOKEN
+    )
     (a, base_a), (b, base_b) = start_api(env, tmp_path, "api-a"), start_api(env, tmp_path, "api-b")
     try:
         h = {**AUTH, "Idempotency-Key": "raced"}
 
         def post(i: int) -> httpx.Response:
-            return httpx.post(f"{(base_a, base_b)[i % 2]}/v1/distributions", json=body(3),
-                              headers=h, timeout=30)  # fmt: skip
+            return httpx.post(
+                f"{(base_a, base_b)[i % 2]}/v1/distributions", json=body(3), headers=h, timeout=30
+            )
 
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(post, range(16)))
@@ -229,8 +229,9 @@ def test_send_task_enqueue(pg_url: str, redis_url: str, tmp_path: Path) -> None:
 
 
 def test_cli_api_process_answers(pg_url: str, redis_url: str, tmp_path: Path) -> None:
-    env = spdist_env(pg_url, redis_url, "http://127.0.0.1:9/pixelStripeApi", KEYS,
-                     SPDIST_API_TOKENS=TOKEN)  # fmt: skip
+    env = spdist_env(
+        pg_url, redis_url, "http://127.0.0.1:9/pixelStripeApi", KEYS, SPDIST_API_TOKENS=TOKEN
+    )
     proc, base = start_api(env, tmp_path)
     try:
         assert httpx.get(f"{base}/readyz").json()["checks"] == {"database": "ok", "redis": "ok"}

@@ -26,8 +26,12 @@ def test_bench_smoke_run_prints_every_figure(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--docs", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     for scenario in (
         "1 pacing",

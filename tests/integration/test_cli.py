@@ -18,24 +18,40 @@ PROJECT, UPLOAD = "ab" * 12, "cd" * 12
 
 def spdist(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PY, "-m", "worker.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True,
+        [PY, "-m", "worker.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=60,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
 def env(db_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
     # 1 hour: nothing is dispatched while the test looks at the lane.
-    return spdist_env(db_url, redis_url, "http://127.0.0.1:9/x", USER_KEYS,
-                      SPDIST_MIN_INTERVAL_S="3600")  # fmt: skip
+    return spdist_env(
+        db_url, redis_url, "http://127.0.0.1:9/x", USER_KEYS, SPDIST_MIN_INTERVAL_S="3600"
+    )
 
 
 def test_enqueue_show_ls_lanes_cancel_retry(env: dict[str, str]) -> None:
     first = spdist(env, "enqueue", "--user", USER, "--project", PROJECT, "--upload", UPLOAD)
     assert first.returncode == 0, first.stderr
     rid = first.stdout.strip()
-    out = spdist(env, "enqueue", "--user", USER, "--project", "ef" * 12, "--upload", UPLOAD,
-                 "--priority", "5", "--json")  # fmt: skip
+    out = spdist(
+        env,
+        "enqueue",
+        "--user",
+        USER,
+        "--project",
+        "ef" * 12,
+        "--upload",
+        UPLOAD,
+        "--priority",
+        "5",
+        "--json",
+    )
     second = json.loads(out.stdout)
     assert second["state"] == "queued" and second["priority"] == 5 and second["position"] == 1
     shown = json.loads(spdist(env, "show", rid, "--json").stdout)
@@ -57,8 +73,18 @@ def test_coalescing_from_the_command_line(env: dict[str, str]) -> None:
     new = spdist(env, "enqueue", "--user", USER, "--project", PROJECT, "--upload", "ee" * 12)
     shown = json.loads(spdist(env, "show", old.stdout.strip(), "--json").stdout)
     assert shown["state"] == "superseded" and shown["supersededBy"] == new.stdout.strip()
-    kept = spdist(env, "enqueue", "--user", USER, "--project", PROJECT, "--upload", "ff" * 12,
-                  "--no-coalesce", "--json")  # fmt: skip
+    kept = spdist(
+        env,
+        "enqueue",
+        "--user",
+        USER,
+        "--project",
+        PROJECT,
+        "--upload",
+        "ff" * 12,
+        "--no-coalesce",
+        "--json",
+    )
     assert json.loads(kept.stdout)["position"] == 2
 
 
@@ -68,8 +94,10 @@ def test_coalescing_from_the_command_line(env: dict[str, str]) -> None:
         (["--user", "xyz", "--project", PROJECT, "--upload", UPLOAD], "userId must be 24"),
         (["--user", USER, "--project", PROJECT, "--upload", "zz" * 12], "uploadId must be 24"),
         (["--user", "9" * 24, "--project", PROJECT, "--upload", UPLOAD], "no API key"),
-        (["--user", USER, "--project", PROJECT, "--upload", UPLOAD, "--priority", "101"],
-         "priority"),
+        (
+            ["--user", USER, "--project", PROJECT, "--upload", UPLOAD, "--priority", "101"],
+            "priority",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_one_line(

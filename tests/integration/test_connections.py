@@ -35,10 +35,11 @@ def front(
         fake.stop()
 
 
-def _call(client: StreampixelClient, upload: str, **kw: object) -> SendTiming:
+def _call(client: StreampixelClient, upload: str, **kw: Any) -> SendTiming:
     timing = SendTiming()
-    client.distribute(api_key="k", user_id=USER, project_id=PROJECT, upload_id=upload,
-                      timing=timing, **kw)  # type: ignore[arg-type]  # fmt: skip
+    client.distribute(
+        api_key="k", user_id=USER, project_id=PROJECT, upload_id=upload, timing=timing, **kw
+    )
     return timing
 
 

@@ -30,8 +30,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def start_flower(env: dict[str, str], log_dir: Path) -> tuple[Proc, str]:
     """`spdist flower` on a free port, with basic auth; waits until it answers."""
     port = free_port()
-    env = {**env, "SPDIST_FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH),
-           "SPDIST_FLOWER_ADDRESS": "127.0.0.1"}  # fmt: skip
+    env = {
+        **env,
+        "SPDIST_FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH),
+        "SPDIST_FLOWER_ADDRESS": "127.0.0.1",
+    }
     proc = Proc("flower", [PY, "-m", "worker.cli", "flower", "--port", str(port)], env, log_dir)
     base = f"http://127.0.0.1:{port}"
 
@@ -61,12 +64,14 @@ def dispatched_in_flower(api: str, flower: str, user: str) -> dict[str, Any]:
     """Enqueue until Flower shows a finished dispatch (its event stream may start late)."""
     for n in range(3):
         body = {"userId": user, "projectId": uuid.uuid4().hex[:24], "uploadId": f"{n:024x}"}
-        r = httpx.post(f"{api}/v1/distributions", json=body,
-                       headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        r = httpx.post(
+            f"{api}/v1/distributions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         assert r.status_code == 202, r.text
         try:
-            found = wait_for(lambda: mine(flower_tasks(flower, "spdist.dispatch"), user), 15,
-                             "the task")  # fmt: skip
+            found = wait_for(
+                lambda: mine(flower_tasks(flower, "spdist.dispatch"), user), 15, "the task"
+            )
         except AssertionError:
             continue
         assert isinstance(found, list)

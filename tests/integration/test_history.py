@@ -16,6 +16,7 @@ from worker import retention, tallies, views
 from worker.context import Context
 from worker.ledger import ATTEMPTS, REQUESTS
 from worker.models import (
+    CallbackDelivery,
     DistributionAttempt,
     DistributionRequest,
     MetricDelta,
@@ -182,6 +183,18 @@ def test_prune_keeps_what_is_still_needed(ctx: Context) -> None:
         "floor": add_request(ctx, USERS[1], State.DEAD, attempts=1, free_us=10**15),
     }
     with ctx.sessions() as s, s.begin():
+        for rid in (gone[0], gone[1], kept["recent"]):  # callback tries go with their request
+            s.add(
+                CallbackDelivery(
+                    request_id=rid,
+                    event_no=1,
+                    event="distribution.succeeded",
+                    try_no=1,
+                    due_at=OLD,
+                    finished_at=OLD,
+                    outcome="delivered",
+                )
+            )
         for processed in (OLD, None):
             s.add(
                 WebhookEvent(
@@ -197,6 +210,7 @@ def test_prune_keeps_what_is_still_needed(ctx: Context) -> None:
     assert done.rows == would.rows
     assert done.rows == {
         "distribution_attempts": 10,
+        "callback_deliveries": 2,
         "distribution_requests": 5,
         "webhook_events": 1,
     }
@@ -204,6 +218,7 @@ def test_prune_keeps_what_is_still_needed(ctx: Context) -> None:
         left = set(s.scalars(select(DistributionRequest.id)))
         assert left == set(kept.values()) and not left & set(gone)
         assert s.scalar(select(func.count()).select_from(WebhookEvent)) == 1
+        assert s.scalar(select(func.count()).select_from(CallbackDelivery)) == 1
     after = tallied(ctx, fold=True)
     assert after[("requests", "succeeded")] == counted[("requests", "succeeded")] - 5
     assert after[("requests", "held")] == counted[("requests", "held")] == 1
@@ -283,7 +298,10 @@ def test_prune_command(db_url: str, redis_url: str, tmp_path: Any) -> None:
         env = spdist_env(db_url, redis_url, "http://127.0.0.1:9/x", {})
         dry = spdist(env, "prune", "--older-than", "30", "--dry-run")
         assert dry.returncode == 0, dry.stderr
-        assert "would delete 3 distribution_attempts, 3 distribution_requests" in dry.stdout
+        assert (
+            "would delete 3 distribution_attempts, 0 callback_deliveries, 3 distribution_r"
+            in dry.stdout
+        )
         real = spdist(env, "prune", "--older-than", "30")
         assert real.returncode == 0 and "deleted 3 distribution_attempts" in real.stdout
         again = spdist(env, "prune", "--older-than", "30")

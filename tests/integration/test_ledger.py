@@ -33,11 +33,23 @@ def _led(conn: Connection) -> ledger.Ledger:
 
 def _values(project: str, *, coalesce: bool = True) -> dict[str, object]:
     now = utcnow()
-    return {"id": new_id(), "user_id": USER, "project_id": project, "upload_id": "c" * 24,
-            "priority": 0, "coalesce": coalesce, "seq": int(now.timestamp() * 1e6 // 1),
-            "state": State.QUEUED, "created_at": now, "updated_at": now, "attempt_count": 0,
-            "failures": 0, "idempotency_key": None, "request_hash": None,
-            "created_by": "spdist:cli"}  # fmt: skip
+    return {
+        "id": new_id(),
+        "user_id": USER,
+        "project_id": project,
+        "upload_id": "c" * 24,
+        "priority": 0,
+        "coalesce": coalesce,
+        "seq": int(now.timestamp() * 1e6 // 1),
+        "state": State.QUEUED,
+        "created_at": now,
+        "updated_at": now,
+        "attempt_count": 0,
+        "failures": 0,
+        "idempotency_key": None,
+        "request_hash": None,
+        "created_by": "spdist:cli",
+    }
 
 
 def _insert(conn: Connection, project: str, *, coalesce: bool = True) -> tuple[str, Any]:

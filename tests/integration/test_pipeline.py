@@ -123,7 +123,7 @@ def test_paced_backlog_of_three_users(stack: Stack) -> None:
             flaky: [
                 {"status": 500, "message": "Internal server error"},
                 {"status": 200, "message": "Distribution triggered"},
-            ],  # fmt: skip
+            ],
             slow: [{"status": 400, "message": "File has no URL"}],
         },
     )
@@ -145,8 +145,12 @@ def test_same_request_delivered_twice_makes_one_call(stack: Stack) -> None:
     from worker.celery_app import app
 
     rid = stack.enqueue(USERS[0], PROJECTS[0], "e" * 24)
-    kwargs = {"request_id": rid, "user_id": USERS[0], "project_id": PROJECTS[0],
-              "upload_id": "e" * 24}  # fmt: skip
+    kwargs = {
+        "request_id": rid,
+        "user_id": USERS[0],
+        "project_id": PROJECTS[0],
+        "upload_id": "e" * 24,
+    }
     sent = [app.send_task("spdist.dispatch", kwargs=kwargs, queue="spdist").id for _ in range(3)]
     wait_for(stack.all_terminal, 30, "the request to end")
 

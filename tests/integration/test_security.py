@@ -29,8 +29,18 @@ HOOK = "hook-" + uuid.uuid4().hex
 
 @pytest.mark.parametrize(
     "header",
-    [None, "Bearer", "Bearer  x", "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x",
-     f"Bearer {TOKEN[:-1]}", f"{TOKEN}", "Bearer a,b", f"Bearer {TOKEN},{TOKEN}"],
+    [
+        None,
+        "Bearer",
+        "Bearer  x",
+        "Bearer wrong",
+        f"Basic {TOKEN}",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        f"{TOKEN}",
+        "Bearer a,b",
+        f"Bearer {TOKEN},{TOKEN}",
+    ],
 )
 def test_bad_bearer_tokens_get_401(header: str | None, api_proc: str) -> None:
     headers = {} if header is None else {"Authorization": header}
@@ -51,9 +61,14 @@ def test_webhook_token(api_proc: str) -> None:
 
 @pytest.fixture
 def api_proc(pg_url: str, redis_url: str, tmp_path: Path) -> object:
-    env = spdist_env(pg_url, redis_url, "http://127.0.0.1:9/pixelStripeApi", {},
-                     SPDIST_API_TOKENS=f"{TOKEN},second-token",
-                     SPDIST_WEBHOOK_TOKEN=HOOK)  # fmt: skip
+    env = spdist_env(
+        pg_url,
+        redis_url,
+        "http://127.0.0.1:9/pixelStripeApi",
+        {},
+        SPDIST_API_TOKENS=f"{TOKEN},second-token",
+        SPDIST_WEBHOOK_TOKEN=HOOK,
+    )
     proc, base = start_api(env, tmp_path)
     yield base
     proc.stop()
@@ -69,8 +84,14 @@ def test_api_keys_appear_nowhere(pg_url: str, redis_url: str, tmp_path: Path) ->
     try:
         fake, sp_url = start_fake(tmp_path, interval_s=0.5, keys_file=str(keys_file))
         procs.append(fake)
-        env = spdist_env(pg_url, redis_url, sp_url, {good_user: key, bad_user: wrong_key},
-                         SPDIST_API_TOKENS=TOKEN, SPDIST_WEBHOOK_TOKEN=HOOK)  # fmt: skip
+        env = spdist_env(
+            pg_url,
+            redis_url,
+            sp_url,
+            {good_user: key, bad_user: wrong_key},
+            SPDIST_API_TOKENS=TOKEN,
+            SPDIST_WEBHOOK_TOKEN=HOOK,
+        )
         flower, fbase = start_flower(env, tmp_path)
         procs += [flower, start_worker("secw", env, tmp_path), start_beat(env, tmp_path)]
         api, base = start_api(env, tmp_path)
@@ -101,8 +122,9 @@ def _run_requests(base: str, good: str, bad: str, responses: list[str]) -> list[
     ids = []
     for user in (good, bad):
         body = {"userId": user, "projectId": uuid.uuid4().hex[:24], "uploadId": "c" * 24}
-        r = httpx.post(f"{base}/v1/distributions", json=body,
-                       headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        r = httpx.post(
+            f"{base}/v1/distributions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         responses.append(r.text)
         ids.append(r.json()["id"])
     return ids
@@ -115,8 +137,14 @@ def _states(base: str, ids: list[str]) -> list[str]:
 
 def _read_everything(base: str, ids: list[str], responses: list[str]) -> None:
     h = {"Authorization": f"Bearer {TOKEN}"}
-    paths = [f"/v1/distributions/{i}" for i in ids] + ["/v1/distributions", "/metrics",
-             "/readyz", "/healthz", "/openapi.json", "/v1/distributions/nope"]  # fmt: skip
+    paths = [f"/v1/distributions/{i}" for i in ids] + [
+        "/v1/distributions",
+        "/metrics",
+        "/readyz",
+        "/healthz",
+        "/openapi.json",
+        "/v1/distributions/nope",
+    ]
     responses += [httpx.get(base + p, headers=h).text for p in paths]
     responses += [httpx.post(f"{base}/v1/distributions/{i}/cancel", headers=h).text for i in ids]
     responses += [httpx.post(f"{base}/v1/distributions/{i}/retry", headers=h).text for i in ids]
@@ -142,8 +170,7 @@ def _dump_sql(pg_url: str) -> str:
     meta = MetaData()
     meta.reflect(engine)
     with engine.connect() as conn:
-        text = "\n".join(repr(row) for t in meta.sorted_tables
-                         for row in conn.execute(select(t)))  # fmt: skip
+        text = "\n".join(repr(row) for t in meta.sorted_tables for row in conn.execute(select(t)))
     engine.dispose()
     return text
 

@@ -18,13 +18,19 @@ from worker.dev.procs import PY, ROOT, spdist_env, wait_for
 pytestmark = pytest.mark.integration
 
 
-def start_up(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    log = cwd / "up.log"
+def start_up(
+    env: dict[str, str], cwd: Path, command: str = "up"
+) -> tuple[subprocess.Popen[bytes], Path]:
+    log = cwd / f"{command}.log"
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [PY, "-m", "worker.cli", "up"], env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [PY, "-m", "worker.cli", command],
+            env={**env, "PYTHONPATH": str(ROOT)},
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc, log
 
 
@@ -37,8 +43,12 @@ def ready(base: str) -> bool:
 
 def run_and_stop(env: dict[str, str], cwd: Path, sig: int) -> str:
     api_port, flower_port = free_port(), free_port()
-    env = {**env, "SPDIST_API_PORT": str(api_port), "SPDIST_FLOWER_PORT": str(flower_port),
-           "SPDIST_FLOWER_ADDRESS": "127.0.0.1"}  # fmt: skip
+    env = {
+        **env,
+        "SPDIST_API_PORT": str(api_port),
+        "SPDIST_FLOWER_PORT": str(flower_port),
+        "SPDIST_FLOWER_ADDRESS": "127.0.0.1",
+    }
     proc, log = start_up(env, cwd)
     try:
         base = f"http://127.0.0.1:{api_port}"
@@ -64,9 +74,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_up_runs_the_stack_and_ctrl_c_stops_it(
-    pg_url: str, redis_url: str, tmp_path: Path
-) -> None:
+def test_up_runs_the_stack_and_ctrl_c_stops_it(pg_url: str, redis_url: str, tmp_path: Path) -> None:
     env = spdist_env(pg_url, redis_url, "http://127.0.0.1:9/pixelStripeApi", USER_KEYS)
     out = run_and_stop(env, tmp_path, signal.SIGINT)
     for name in ("api", "worker", "beat", "flower", "spdist"):

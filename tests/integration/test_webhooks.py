@@ -30,8 +30,13 @@ def upload() -> str:
 @pytest.fixture
 def ctx(db_url: str, redis_url: str) -> Any:
     sent: list[Any] = []
-    c = make_ctx(db_url, redis_url, sent, api_keys={USER: "sk-hook-1", AUTO_USER: "sk-hook-2"},
-                 auto_distribute={AUTO_PROJECT: AUTO_USER})  # fmt: skip
+    c = make_ctx(
+        db_url,
+        redis_url,
+        sent,
+        api_keys={USER: "sk-hook-1", AUTO_USER: "sk-hook-2"},
+        auto_distribute={AUTO_PROJECT: AUTO_USER},
+    )
     c.sent = sent  # type: ignore[attr-defined]
     yield c
     close(c)
@@ -41,9 +46,11 @@ def enqueue(ctx: Context, up: str, state: State | None = None, **values: Any) ->
     req = distributions.enqueue(ctx, distributions.validate(ctx, USER, PROJECT, up))
     if state is not None:
         with ctx.sessions.begin() as session:
-            session.execute(update(DistributionRequest)
-                            .where(DistributionRequest.id == req.id)
-                            .values(state=state, **values))  # fmt: skip
+            session.execute(
+                update(DistributionRequest)
+                .where(DistributionRequest.id == req.id)
+                .values(state=state, **values)
+            )
     return req.id
 
 
@@ -95,8 +102,9 @@ def test_auto_distribution_on_approval(ctx: Context) -> None:
     result = deliver(ctx, "build.approved", up, project=AUTO_PROJECT)
     assert result and "auto-distributed as" in result
     with ctx.sessions() as session:
-        rows = session.scalars(select(DistributionRequest).where(
-            DistributionRequest.upload_id == up)).all()  # fmt: skip
+        rows = session.scalars(
+            select(DistributionRequest).where(DistributionRequest.upload_id == up)
+        ).all()
     assert [(r.user_id, r.project_id, r.state) for r in rows] == [
         (AUTO_USER, AUTO_PROJECT, State.QUEUED)
     ]
@@ -125,16 +133,27 @@ def test_pending_events_are_processed_later(ctx: Context) -> None:
 def test_webhook_through_the_api_and_a_worker(pg_url: str, redis_url: str, tmp_path: Path) -> None:
     """The route answers 204 at once; the worker's spdist.webhook task confirms."""
     keys = {USER: "sk-hook-1"}
-    env = spdist_env(pg_url, redis_url, "http://127.0.0.1:9/pixelStripeApi", keys,
-                     SPDIST_API_TOKENS=TOKEN, SPDIST_WEBHOOK_TOKEN="hook-tok")  # fmt: skip
+    env = spdist_env(
+        pg_url,
+        redis_url,
+        "http://127.0.0.1:9/pixelStripeApi",
+        keys,
+        SPDIST_API_TOKENS=TOKEN,
+        SPDIST_WEBHOOK_TOKEN="hook-tok",
+    )
     api, base = start_api(env, tmp_path)
     worker = start_worker("hooks", env, tmp_path)
     ctx = make_ctx(pg_url, redis_url, [], api_keys=keys)
     try:
         up = upload()
         rid = enqueue(ctx, up, State.SUCCEEDED)
-        event = {"event": "build.distributing", "projectId": PROJECT, "uploadId": up,
-                 "status": "Distribute", "timestamp": "2025-01-01T00:00:00Z"}  # fmt: skip
+        event = {
+            "event": "build.distributing",
+            "projectId": PROJECT,
+            "uploadId": up,
+            "status": "Distribute",
+            "timestamp": "2025-01-01T00:00:00Z",
+        }
         assert httpx.post(f"{base}/v1/webhooks/streampixel/wrong", json=event).status_code == 404
         for _ in range(3):
             r = httpx.post(f"{base}/v1/webhooks/streampixel/hook-tok", json=event)

@@ -41,10 +41,20 @@ RESULTS: dict[str, dict[str, Any]] = {}
 class System:
     """Own Redis, the fake Streampixel, workers and beat(s); enqueues from the test process."""
 
-    def __init__(self, db_url: str, log_dir: Path, *, workers: int = 2, beats: int = 1,
-                 pg_proxy: bool = False, worker_env: list[dict[str, str]] | None = None,
-                 tls_front: dict[str, Any] | None = None, interval_s: float = 1.0,
-                 sentinel: bool = False, **extra: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        db_url: str,
+        log_dir: Path,
+        *,
+        workers: int = 2,
+        beats: int = 1,
+        pg_proxy: bool = False,
+        worker_env: list[dict[str, str]] | None = None,
+        tls_front: dict[str, Any] | None = None,
+        interval_s: float = 1.0,
+        sentinel: bool = False,
+        **extra: str,
+    ) -> None:
         self.db_url, self.log_dir, self.interval_s = db_url, log_dir, interval_s
         self.procs: list[Proc] = []
         # sentinel=True: a master, a replica and three Sentinels; `redis` is then the
@@ -64,9 +74,12 @@ class System:
             proc_db = db_url.replace("127.0.0.1:5432", f"127.0.0.1:{self.pg.port}")
         keys = {u: USER_KEYS[u] for u in USERS}
         path = os.pathsep.join(p for p in (HOOKS, str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        defaults = {"SPDIST_PACER_GUARD_S": "0.15", "PYTHONPATH": path,
-                    "SPDIST_CONTEXT_SEAMS": "worker.dev.faults:seams_from_env",
-                    "SPDIST_MIN_INTERVAL_S": str(interval_s)}  # fmt: skip
+        defaults = {
+            "SPDIST_PACER_GUARD_S": "0.15",
+            "PYTHONPATH": path,
+            "SPDIST_CONTEXT_SEAMS": "worker.dev.faults:seams_from_env",
+            "SPDIST_MIN_INTERVAL_S": str(interval_s),
+        }
         call_url = self.sp_url
         self.front: TlsFront | None = None
         if tls_front is not None:  # workers call through it; the test reads the fake directly
@@ -93,11 +106,28 @@ class System:
         self.ctx = self._context(keys)
 
     # processes -------------------------------------------------------------------------
-    def spawn_worker(self, name: str, env: dict[str, str] | None = None, *, wait: bool = True,
-                     concurrency: int = 2) -> Proc:  # fmt: skip
-        argv = [PY, "-m", "worker.cli", "worker", "--concurrency", str(concurrency), "--",
-                "-n", f"{name}@%h", "--without-heartbeat", "--without-mingle",
-                "--without-gossip"]  # fmt: skip
+    def spawn_worker(
+        self,
+        name: str,
+        env: dict[str, str] | None = None,
+        *,
+        wait: bool = True,
+        concurrency: int = 2,
+    ) -> Proc:
+        argv = [
+            PY,
+            "-m",
+            "worker.cli",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--",
+            "-n",
+            f"{name}@%h",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ]
         proc = Proc(name, argv, {**self.env, **(env or {})}, self.log_dir)
         self.procs.append(proc)
         if wait:
@@ -133,9 +163,14 @@ class System:
         from worker.context import build_context
         from worker.settings import Settings
 
-        settings = Settings(database_url=self.db_url, redis_url=self.redis_url, api_keys=keys,
-                            min_interval_s=self.interval_s, pacer_guard_s=0.15,
-                            redis_master_name=self.master_name)  # fmt: skip
+        settings = Settings(
+            database_url=self.db_url,
+            redis_url=self.redis_url,
+            api_keys=keys,
+            min_interval_s=self.interval_s,
+            pacer_guard_s=0.15,
+            redis_master_name=self.master_name,
+        )
         return build_context(settings, send=self.send_dispatch)
 
     def send_dispatch(self, user_id: str, wake: Any) -> None:
@@ -148,8 +183,13 @@ class System:
         from worker.pacer import parse_member
 
         _, request_id, project_id, upload_id = parse_member(wake.member)
-        kwargs = {"request_id": request_id, "user_id": user_id, "project_id": project_id,
-                  "upload_id": upload_id, "due_us": wake.due_us}  # fmt: skip
+        kwargs = {
+            "request_id": request_id,
+            "user_id": user_id,
+            "project_id": project_id,
+            "upload_id": upload_id,
+            "due_us": wake.due_us,
+        }
         eta = from_us(wake.due_us) if wake.delay_s > 0.002 else None
         try:
             self.send("spdist.dispatch", kwargs, eta=eta)
@@ -160,8 +200,9 @@ class System:
         policy = {"max_retries": 1, "interval_start": 0.1}
         self.app.send_task(task, kwargs=kwargs, queue="spdist", retry_policy=policy, **options)
 
-    def enqueue(self, user: str, upload: str, project: str | None = None, ctx: Any = None,
-                priority: int = 0) -> str:  # fmt: skip
+    def enqueue(
+        self, user: str, upload: str, project: str | None = None, ctx: Any = None, priority: int = 0
+    ) -> str:
         from worker import distributions
 
         ctx = ctx or self.ctx
@@ -234,8 +275,9 @@ def backlog_plan(per_user: int = 4, start: int = 0) -> list[tuple[str, str]]:
 
 
 def wait_ready(proc: Proc) -> None:
-    wait_for(lambda: "ready." in proc.log() or proc.popen.poll() is not None, 60,
-             f"{proc.name} ready")  # fmt: skip
+    wait_for(
+        lambda: "ready." in proc.log() or proc.popen.poll() is not None, 60, f"{proc.name} ready"
+    )
     assert proc.popen.poll() is None, proc.log()
 
 
@@ -248,8 +290,11 @@ def parent_pid(pid: int) -> int:
 
 def wait_call(system: System, upload: str, timeout: float = 30.0) -> dict[str, Any]:
     """The first call the fake saw for this upload, once it arrives."""
-    found = wait_for(lambda: [c for c in system.calls() if c["uploadId"] == upload], timeout,
-                     f"a call for {upload}")  # fmt: skip
+    found = wait_for(
+        lambda: [c for c in system.calls() if c["uploadId"] == upload],
+        timeout,
+        f"a call for {upload}",
+    )
     assert isinstance(found, list)
     return found[0]
 

@@ -15,8 +15,12 @@ def test_same_message_published_twice(system_factory: Any) -> None:
     s = system_factory()
     made = s.backlog(4)
     for req in s.requests():
-        kwargs = {"request_id": req.id, "user_id": req.user_id, "project_id": req.project_id,
-                  "upload_id": req.upload_id}  # fmt: skip
+        kwargs = {
+            "request_id": req.id,
+            "user_id": req.user_id,
+            "project_id": req.project_id,
+            "upload_id": req.upload_id,
+        }
         for _ in range(2):  # the very same message (same task id), twice
             s.send("spdist.dispatch", kwargs, task_id=f"dup-{req.id}")
     books = s.settle(60)
@@ -31,8 +35,12 @@ def test_message_for_unknown_or_deleted_request(system_factory: Any) -> None:
     doomed = sorted(lane0, key=lambda r: r.seq)[2]  # still waiting in its lane
     s.delete_request(doomed.id)
     for rid in (doomed.id, "f" * 32):
-        kwargs = {"request_id": rid, "user_id": USERS[0], "project_id": doomed.project_id,
-                  "upload_id": doomed.upload_id}  # fmt: skip
+        kwargs = {
+            "request_id": rid,
+            "user_id": USERS[0],
+            "project_id": doomed.project_id,
+            "upload_id": doomed.upload_id,
+        }
         s.send("spdist.dispatch", kwargs)
     books = s.settle(60)
     check(s, "message for unknown/deleted request", books)

@@ -53,8 +53,9 @@ def test_pool_child_stopped_between_slot_and_send(system_factory: Any, tmp_path:
     gate = tmp_path / "send-gate"
     gate.mkdir()
     (gate / "upload").write_text(upload)
-    s = system_factory(SPDIST_TEST_SEND_GATE=str(gate), SPDIST_PACER_SEND_WINDOW_S="2",
-                       SPDIST_PACER_LEAD_S="0.1")  # fmt: skip
+    s = system_factory(
+        SPDIST_TEST_SEND_GATE=str(gate), SPDIST_PACER_SEND_WINDOW_S="2", SPDIST_PACER_LEAD_S="0.1"
+    )
     s.backlog(4)
     pid = int(str(wait_for(lambda: _read(gate / "at-send"), 60, "the gated call's fire")))
     os.kill(pid, signal.SIGSTOP)

@@ -100,8 +100,9 @@ def test_worker_clocks_five_minutes_ahead_and_behind(system_factory: Any) -> Non
     assert books.states == {"succeeded": books.requests}
     # Both workers took their share: ETAs are read on the Redis clock, so the one behind
     # does not hold its messages for five minutes.
-    by_worker = Counter(s.worker_of(int(str(a.worker).rsplit(":", 1)[1])).name
-                        for a in s.attempts())  # fmt: skip
+    by_worker = Counter(
+        s.worker_of(int(str(a.worker).rsplit(":", 1)[1])).name for a in s.attempts()
+    )
     assert set(by_worker) == {"w1", "w2"}, by_worker
 
 

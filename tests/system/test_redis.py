@@ -36,8 +36,11 @@ def test_redis_down_10s_and_back_empty(system_factory: Any) -> None:
     _calls_reach(s, 3)
     # Every request already marked published: what Redis loses now only SQL can give back
     # (the outbox would otherwise re-send the requests it had not marked yet).
-    wait_for(lambda: all(r.published_at or r.state != State.QUEUED for r in s.requests()), 30,
-             "the outbox drained")  # fmt: skip
+    wait_for(
+        lambda: all(r.published_at or r.state != State.QUEUED for r in s.requests()),
+        30,
+        "the outbox drained",
+    )
     s.redis.kill()
     down_at = time.time()
     time.sleep(10)  # the injected outage
@@ -59,8 +62,10 @@ def test_outbox_publishes_what_was_accepted_without_redis(system_factory: Any) -
     # the outbox must put them in their lanes (ahead, by priority), not leave them until
     # the lanes run dry and the reconciler refills them from SQL.
     cut_off = _context_without_redis(s)
-    late = {s.enqueue(user, f"{0xC00000 + i:024x}", ctx=cut_off, priority=100): user
-            for i, user in enumerate(USERS)}  # fmt: skip
+    late = {
+        s.enqueue(user, f"{0xC00000 + i:024x}", ctx=cut_off, priority=100): user
+        for i, user in enumerate(USERS)
+    }
     unpublished = {r.id for r in s.requests() if r.published_at is None}
     assert set(late) <= unpublished  # stored in SQL, not in Redis: the outbox holds them
     books = s.settle(60)
@@ -68,8 +73,9 @@ def test_outbox_publishes_what_was_accepted_without_redis(system_factory: Any) -
     assert books.states == {"succeeded": books.requests}
     uploads = {r.id: r.upload_id for r in s.requests()}
     for request_id, user in late.items():
-        order = [c["uploadId"] for c in sorted(s.calls(), key=lambda c: c["wall"])
-                 if c["userId"] == user]  # fmt: skip
+        order = [
+            c["uploadId"] for c in sorted(s.calls(), key=lambda c: c["wall"]) if c["userId"] == user
+        ]
         assert order.index(uploads[request_id]) < len(order) - 2, (user, order)
 
 

@@ -37,9 +37,14 @@ class Api:
 
         url = f"sqlite:///{tmp / 'api.db'}"
         upgrade(url)
-        options: dict[str, Any] = {"database_url": url, "api_keys": {USER: KEY},
-                                   "min_interval_s": 120, "api_tokens": f"other,{TOKEN}",
-                                   "webhook_token": "hook-secret", **overrides}  # fmt: skip
+        options: dict[str, Any] = {
+            "database_url": url,
+            "api_keys": {USER: KEY},
+            "min_interval_s": 120,
+            "api_tokens": f"other,{TOKEN}",
+            "webhook_token": "hook-secret",
+            **overrides,
+        }
         settings = Settings(**options)
         self.sent: list[tuple[str, Wake]] = []
         self.announced: list[int] = []
@@ -93,13 +98,17 @@ def test_openapi_declares_the_bearer_scheme_on_every_v1_route(api: Api) -> None:
         {"Authorization": "Bearer"},
         {"Authorization": f"bearer  {TOKEN}x"},
         {"Authorization": "Bearer tok-\xfcnit".encode("latin-1")},
-    ],  # fmt: skip
+    ],
 )
 def test_every_v1_route_wants_a_valid_token(api: Api, headers: dict[str, str]) -> None:
-    for method, path in [("GET", "/v1/distributions"), ("GET", "/v1/distributions/x"),
-                         ("POST", "/v1/distributions"), ("POST", "/v1/distributions/x/cancel"),
-                         ("POST", "/v1/distributions/x/retry"),
-                         ("GET", f"/v1/users/{USER}/lane")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/v1/distributions"),
+        ("GET", "/v1/distributions/x"),
+        ("POST", "/v1/distributions"),
+        ("POST", "/v1/distributions/x/cancel"),
+        ("POST", "/v1/distributions/x/retry"),
+        ("GET", f"/v1/users/{USER}/lane"),
+    ]:
         r = api.client.request(method, path, headers=headers, json=body())
         assert r.status_code == 401, (method, path, r.text)
         assert r.headers["www-authenticate"] == "Bearer"
@@ -139,23 +148,26 @@ def test_invalid_input_is_422_naming_the_field(api: Api, payload: Any, field: st
 
 
 def test_not_json_is_422(api: Api) -> None:
-    r = api.client.post("/v1/distributions", content=b"{nope", headers={**AUTH,
-                        "Content-Type": "application/json"})  # fmt: skip
+    r = api.client.post(
+        "/v1/distributions", content=b"{nope", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert r.status_code == 422 and r.json()["field"]
 
 
 def test_bodies_over_16_kib_are_413(api: Api) -> None:
     big = json.dumps(body(pad="x" * 17000)).encode()
-    r = api.client.post("/v1/distributions", content=big,
-                        headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
+    r = api.client.post(
+        "/v1/distributions", content=big, headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert r.status_code == 413
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
         yield big[:9000]
         yield big[9000:]
 
-    r = api.client.post("/v1/distributions", content=chunks(),
-                        headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
+    r = api.client.post(
+        "/v1/distributions", content=chunks(), headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert r.status_code == 413
     with api.ctx.sessions() as session:
         assert session.query(DistributionRequest).count() == 0

@@ -47,8 +47,9 @@ def _fuzz(operation: Any, headers: dict[str, str]) -> Any:
     from hypothesis import given
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=25, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def run(case: Any) -> None:
         case.headers = {**(case.headers or {}), **headers}
         # Schema-valid ids may still be refused (422: no API key for that userId), so the

@@ -27,12 +27,14 @@ def test_children_counted_under_their_part_even_after_they_exit() -> None:
 
 
 def test_a_process_already_running_counts_from_its_first_sample() -> None:
-    child = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.6) + "time.sleep(30)\n"])
+    script = BURN.format(s=0.6) + "print('burnt', flush=True)\ntime.sleep(30)\n"
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # its burn is over before the meter starts
+        assert child.stdout is not None
+        assert child.stdout.readline() == "burnt\n"  # its burn is over before the meter starts
         meter = CpuMeter({child.pid: ("Redis", None)})
         time.sleep(0.6)
         assert meter.stop()["Redis"] < 0.1
     finally:
         child.kill()
-        child.wait()
+        child.communicate()

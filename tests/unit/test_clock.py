@@ -73,8 +73,10 @@ def test_strategy_hands_celery_the_redis_clock(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(clock, "default", fake_default)
     on_message = clock.strategy("task", "app", "consumer")
     assert on_message("m", "b", "ack", "reject", None) == "handled"
-    assert seen == {"args": ("m", "b", "ack", "reject", None),
-                    "to_timestamp": clock.redis_to_timestamp}  # fmt: skip
+    assert seen == {
+        "args": ("m", "b", "ack", "reject", None),
+        "to_timestamp": clock.redis_to_timestamp,
+    }
 
 
 def test_tasks_with_etas_use_the_strategy() -> None:

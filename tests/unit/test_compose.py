@@ -71,8 +71,13 @@ def test_worker_scales_and_beat_is_one(compose: dict[str, Any]) -> None:
 
 def test_secrets_are_required(compose: dict[str, Any]) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for var in ("POSTGRES_PASSWORD", "SPDIST_API_KEYS", "SPDIST_API_TOKENS",
-                "SPDIST_WEBHOOK_TOKEN", "SPDIST_FLOWER_BASIC_AUTH"):  # fmt: skip
+    for var in (
+        "POSTGRES_PASSWORD",
+        "SPDIST_API_KEYS",
+        "SPDIST_API_TOKENS",
+        "SPDIST_WEBHOOK_TOKEN",
+        "SPDIST_FLOWER_BASIC_AUTH",
+    ):
         assert re.search(r"\$\{" + var + r":\?[^}]+\}", text), var
     assert "sk-" not in text
 

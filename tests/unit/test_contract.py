@@ -14,9 +14,16 @@ from worker.models import DistributionAttempt, DistributionRequest, State, utcno
 def _request() -> DistributionRequest:
     now = utcnow()
     req = DistributionRequest(
-        id="a" * 32, user_id="b" * 24, project_id="c" * 24, upload_id="d" * 24, priority=0,
-        created_by="ci", state=State.QUEUED, created_at=now, updated_at=now,
-    )  # fmt: skip
+        id="a" * 32,
+        user_id="b" * 24,
+        project_id="c" * 24,
+        upload_id="d" * 24,
+        priority=0,
+        created_by="ci",
+        state=State.QUEUED,
+        created_at=now,
+        updated_at=now,
+    )
     req.attempts = [DistributionAttempt(number=1, started_at=now)]
     return req
 

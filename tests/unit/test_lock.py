@@ -26,9 +26,7 @@ def declared(extra: str | None) -> list[Requirement]:
     return [Requirement(line) for line in lines]
 
 
-@pytest.mark.parametrize(
-    ("lock", "extras"), [("main.txt", [None]), ("dev.txt", [None, "dev"])]
-)
+@pytest.mark.parametrize(("lock", "extras"), [("main.txt", [None]), ("dev.txt", [None, "dev"])])
 def test_every_declared_dependency_is_locked_within_its_range(
     lock: str, extras: list[str | None]
 ) -> None:

@@ -94,8 +94,9 @@ class CpuMeter:
 
 
 @contextmanager
-def measure(mains: set[int], beat: int | None, redis_url: str,
-            fake: int) -> Iterator[dict[str, float]]:  # fmt: skip
+def measure(
+    mains: set[int], beat: int | None, redis_url: str, fake: int
+) -> Iterator[dict[str, float]]:
     """CPU seconds per part while the block runs, in the dict it yields (filled at the end).
     `mains`: the worker nodes' main processes, already running; their children are the
     pool. The benchmark has the PostgreSQL server to itself: all of it is counted."""

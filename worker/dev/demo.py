@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from worker.dev import pipeline
+from worker.dev.callback_receiver import Receiver
 from worker.dev.stack import PY, Stack, ensure_redis, ports, ports_free, start_services
 from worker.redis_url import sync_client, with_db
 
@@ -37,8 +39,14 @@ def samples() -> list[dict[str, Any]]:
         for u, user in enumerate(USERS):
             for p in range(2):
                 upload = f"{u + 1:02x}{p + 1:02x}{n + 1:02x}" + "c" * 18
-                out.append({"userId": user, "projectId": f"{u + 1:02x}{p + 1:02x}" + "f" * 20,
-                            "uploadId": upload, "coalesce": False})  # fmt: skip
+                out.append(
+                    {
+                        "userId": user,
+                        "projectId": f"{u + 1:02x}{p + 1:02x}" + "f" * 20,
+                        "uploadId": upload,
+                        "coalesce": False,
+                    }
+                )
     out[0]["uploadId"], out[1]["uploadId"] = NO_URL, FLAKY
     return out
 
@@ -66,7 +74,8 @@ def run(folder: Path) -> int:
     redis_url, master = demo_redis_url(settings.redis_url), settings.redis_master_name
     api_port, flower_port = ports()
     fake_port = free_port()
-    env = _env(folder, redis_url, api_port, fake_port)
+    receiver = Receiver(pipeline.SECRET)  # the demo's callback receiver (worker/dev/pipeline.py)
+    env = {**_env(folder, redis_url, api_port, fake_port), **pipeline.env(receiver)}
     if master:
         env["SPDIST_REDIS_MASTER_NAME"] = master
     stack = Stack(env, hide=_noise)
@@ -74,25 +83,54 @@ def run(folder: Path) -> int:
         return 1
     _flush(redis_url, master)
     upgrade(env["SPDIST_DATABASE_URL"])
-    (folder / "keys.json").write_text(json.dumps(KEYS))
+    (folder / "keys.json").write_text(json.dumps(KEYS | {pipeline.USER: "demo-key-pipeline"}))
     if not ports_free(stack, api_port, flower_port):
         return 1
     hook_url = f"http://127.0.0.1:{api_port}/v1/webhooks/streampixel/{HOOK}"
-    stack.start("fake", [PY, "-m", "worker.dev.fake_streampixel", "--port", str(fake_port),
-                         "--interval", str(INTERVAL_S), "--keys-file", str(folder / "keys.json"),
-                         "--webhook-url", hook_url])  # fmt: skip
+    stack.start(
+        "fake",
+        [
+            PY,
+            "-m",
+            "worker.dev.fake_streampixel",
+            "--port",
+            str(fake_port),
+            "--interval",
+            str(INTERVAL_S),
+            "--keys-file",
+            str(folder / "keys.json"),
+            "--webhook-url",
+            hook_url,
+        ],
+    )
     start_services(stack, api_port, flower_port)
     feeder = Feeder(stack, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{fake_port}")
     threading.Thread(target=feeder.run, daemon=True).start()
+    story = pipeline.Pipeline(stack, feeder.http, f"/v1/webhooks/streampixel/{HOOK}")
+    receiver.on_event = story.on_callback
+    receiver.thread.start()
+    threading.Thread(target=story.run, daemon=True).start()
     _hints(stack, env, api_port, flower_port)
     return stack.run()
 
 
-NOISE = ("spdist.reconcile", "due task reconcile", "spdist.housekeep", "due task housekeep",
-         '"GET /', "_warn_or_raise_security_error",
-         "SecurityWarning", "running the worker with superuser", "HTTP Request: POST",
-         "Inspect method", "'celery.", "absolutely not recommended", "--uid option",
-         "User information: uid", "] received")
+NOISE = (
+    "spdist.reconcile",
+    "due task reconcile",
+    "spdist.housekeep",
+    "due task housekeep",
+    '"GET /',
+    "_warn_or_raise_security_error",
+    "SecurityWarning",
+    "running the worker with superuser",
+    "HTTP Request: POST",
+    "Inspect method",
+    "'celery.",
+    "absolutely not recommended",
+    "--uid option",
+    "User information: uid",
+    "] received",
+)
 
 
 def _noise(line: str) -> bool:
@@ -106,7 +144,7 @@ def _env(folder: Path, redis_url: str, api_port: int, fake_port: int) -> dict[st
         SPDIST_DATABASE_URL=f"sqlite:///{(folder / 'spdist.db').resolve()}",
         SPDIST_REDIS_URL=redis_url,
         SPDIST_STREAMPIXEL_URL=f"http://127.0.0.1:{fake_port}/pixelStripeApi",
-        SPDIST_API_KEYS=json.dumps(KEYS),
+        SPDIST_API_KEYS=json.dumps(KEYS | {pipeline.USER: "demo-key-pipeline"}),
         SPDIST_MIN_INTERVAL_S=str(INTERVAL_S),
         SPDIST_API_TOKENS=f"demo={TOKEN}",
         SPDIST_OPERATORS="demo",  # so the console opens with the demo's token
@@ -153,8 +191,9 @@ class Feeder:
 
     def __init__(self, stack: Stack, api: str, fake: str) -> None:
         self.stack, self.api, self.fake = stack, api, fake
-        self.http = httpx.Client(base_url=api, timeout=10,
-                                 headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        self.http = httpx.Client(
+            base_url=api, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         self.approved = False
         self.last_report = 0.0
 
@@ -183,15 +222,20 @@ class Feeder:
             time.sleep(0.3)
 
     def _script_fake(self) -> None:
-        rules = {NO_URL: [{"status": 400, "message": "File has no URL"}],
-                 FLAKY: [{"status": 500, "message": "Internal server error"}]}  # fmt: skip
+        rules = {
+            NO_URL: [{"status": 400, "message": "File has no URL"}],
+            FLAKY: [{"status": 500, "message": "Internal server error"}],
+        }
         httpx.post(f"{self.fake}/_control/config", json={"rules": rules}).raise_for_status()
 
     def _post(self, body: dict[str, Any]) -> None:
         d = self.http.post("/v1/distributions", json=body).json()
-        self.stack.say("demo", f"POST /v1/distributions user …{body['userId'][-2:]} "
-                               f"upload {body['uploadId'][:6]}… -> {d['state']} "
-                               f"#{d['position']} eta {d['estimatedDispatchAt']}")  # fmt: skip
+        self.stack.say(
+            "demo",
+            f"POST /v1/distributions user …{body['userId'][-2:]} "
+            f"upload {body['uploadId'][:6]}… -> {d['state']} "
+            f"#{d['position']} eta {d['estimatedDispatchAt']}",
+        )
 
     def _report_if_due(self) -> None:
         if time.monotonic() - self.last_report > 4:
@@ -213,8 +257,15 @@ class Feeder:
         for d in items:
             if d["uploadId"] == NO_URL and d["state"] == "retrying" and not self.approved:
                 self.approved = True
-                body = {"event": "build.approved", "projectId": d["projectId"],
-                        "uploadId": NO_URL, "status": "Approved"}  # fmt: skip
+                body = {
+                    "event": "build.approved",
+                    "projectId": d["projectId"],
+                    "uploadId": NO_URL,
+                    "status": "Approved",
+                }
                 self.http.post(f"/v1/webhooks/streampixel/{HOOK}", json=body)
-                self.stack.say("demo", f"webhook build.approved for {NO_URL[:6]}… "
-                                       "(it waited on 'no URL'): brought forward")  # fmt: skip
+                self.stack.say(
+                    "demo",
+                    f"webhook build.approved for {NO_URL[:6]}… "
+                    "(it waited on 'no URL'): brought forward",
+                )

@@ -35,9 +35,22 @@ class RedisServer:
 
     def start(self) -> None:
         """Start (again) on the same port, empty."""
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--logfile", str(self.log_path), *self.args]  # fmt: skip
+        argv = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.log_path),
+            *self.args,
+        ]
         self.popen = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not self.ping():
@@ -279,8 +292,15 @@ class TlsFront:
     `setup_s`, and a connection idle for `idle_close_s` is closed. Its certificate comes
     from a throw-away CA whose file `ca_path` a client trusts through SSL_CERT_FILE."""
 
-    def __init__(self, target_port: int, folder: Path, *, setup_s: tuple[float, float] = (0, 0.05),
-                 idle_close_s: float = 1.0, seed: int = 7) -> None:  # fmt: skip
+    def __init__(
+        self,
+        target_port: int,
+        folder: Path,
+        *,
+        setup_s: tuple[float, float] = (0, 0.05),
+        idle_close_s: float = 1.0,
+        seed: int = 7,
+    ) -> None:
         import random
         import ssl
 

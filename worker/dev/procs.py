@@ -51,9 +51,13 @@ class Proc:
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            argv,
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
 
     @property
     def pid(self) -> int:
@@ -113,8 +117,18 @@ def start_fake(log_dir: Path, interval_s: float = 1.0, **extra: str) -> tuple[Pr
 def start_worker(name: str, env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Proc:
     """`spdist worker` with a distinct node name."""
     quiet = ["--without-heartbeat", "--without-mingle", "--without-gossip"]
-    argv = [PY, "-m", "worker.cli", "worker", "--concurrency", str(concurrency), "--",
-            "-n", f"{name}@%h", *quiet]  # fmt: skip
+    argv = [
+        PY,
+        "-m",
+        "worker.cli",
+        "worker",
+        "--concurrency",
+        str(concurrency),
+        "--",
+        "-n",
+        f"{name}@%h",
+        *quiet,
+    ]
     proc = Proc(name, argv, env, log_dir)
     wait_for(lambda: "ready." in proc.log() or proc.popen.poll() is not None, 30, f"{name} ready")
     assert proc.popen.poll() is None, proc.log()

@@ -30,8 +30,14 @@ def api(args: argparse.Namespace) -> int:
     import uvicorn
 
     workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=workers,
-                log_level="info", proxy_headers=True)  # fmt: skip
+    uvicorn.run(
+        "api.main:app",
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        log_level="info",
+        proxy_headers=True,
+    )
     return 0
 
 
@@ -81,9 +87,14 @@ class Stack:
     def start(self, name: str, argv: Sequence[str], cwd: Path | None = None) -> None:
         """Start a child in its own session (the terminal's Ctrl-C comes to us only)."""
         proc = subprocess.Popen(
-            list(argv), env=self.env, cwd=cwd, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            list(argv),
+            env=self.env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.children.append((name, proc))
         threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
 
@@ -167,11 +178,27 @@ def ensure_redis(stack: Stack, url: str, data_dir: Path, master_name: str | None
         _redis_help(stack, url)
         return False
     data_dir.mkdir(parents=True, exist_ok=True)
-    stack.say("spdist", f"no Redis answers at {url}: starting redis-server on port {port} "
-                        f"(append-only file in {data_dir})")  # fmt: skip
-    stack.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1",
-                          "--appendonly", "yes", "--dir", str(data_dir.resolve()),
-                          "--maxmemory-policy", "noeviction"])  # fmt: skip
+    stack.say(
+        "spdist",
+        f"no Redis answers at {url}: starting redis-server on port {port} "
+        f"(append-only file in {data_dir})",
+    )
+    stack.start(
+        "redis",
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--dir",
+            str(data_dir.resolve()),
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+    )
     return _wait(lambda: redis_answers(url), 10)
 
 
@@ -206,8 +233,10 @@ def _wait(cond: Callable[[], bool], timeout: float) -> bool:
 
 def ports() -> tuple[int, int]:
     """API and Flower ports: 8000 and 5555 unless SPDIST_API_PORT / SPDIST_FLOWER_PORT."""
-    return (int(os.environ.get("SPDIST_API_PORT", "8000")),
-            int(os.environ.get("SPDIST_FLOWER_PORT", "5555")))  # fmt: skip
+    return (
+        int(os.environ.get("SPDIST_API_PORT", "8000")),
+        int(os.environ.get("SPDIST_FLOWER_PORT", "5555")),
+    )
 
 
 def ports_free(stack: Stack, api_port: int, flower_port: int) -> bool:
@@ -247,9 +276,12 @@ def up(args: argparse.Namespace) -> int:
         from worker.firstrun import NO_API_KEY
 
         stack.say("spdist", NO_API_KEY)
-    stack.say("spdist", f"API http://127.0.0.1:{api_port}/docs · console "
-                        f"http://127.0.0.1:{api_port}/ui/ · Flower "
-                        f"http://127.0.0.1:{flower_port} · Ctrl-C stops everything")  # fmt: skip
+    stack.say(
+        "spdist",
+        f"API http://127.0.0.1:{api_port}/docs · console "
+        f"http://127.0.0.1:{api_port}/ui/ · Flower "
+        f"http://127.0.0.1:{flower_port} · Ctrl-C stops everything",
+    )
     return stack.run()
 
 

@@ -19,10 +19,24 @@ from worker.ledger.sqlite import SqliteLedger
 from worker.ledger.statements import ATTEMPTS, FENCES, FLOOR, REQUESTS, A, F, R, W, waiting
 
 __all__ = [
-    "ATTEMPTS", "FENCES", "FLOOR", "REQUESTS", "A", "F", "R", "W", "Fenced", "Ledger",
-    "Loaded", "PostgresLedger", "RoomCheck", "Snapshot", "SqliteLedger", "for_engine",
+    "ATTEMPTS",
+    "FENCES",
+    "FLOOR",
+    "REQUESTS",
+    "A",
+    "F",
+    "R",
+    "W",
+    "Fenced",
+    "Ledger",
+    "Loaded",
+    "PostgresLedger",
+    "RoomCheck",
+    "Snapshot",
+    "SqliteLedger",
+    "for_engine",
     "waiting",
-]  # fmt: skip
+]
 
 
 def for_engine(engine: Engine) -> Ledger:

@@ -18,14 +18,16 @@ COUNT = q.COUNT_WAITING_BY_USER_DIRECT
 class AsyncPostgresLedger:
     """Stores coalescing requests many at a time: one round trip per batch."""
 
-    async def count_waiting(self, conn: psycopg.AsyncConnection[Any],
-                            user_ids: Sequence[str]) -> dict[str, int]:  # fmt: skip
+    async def count_waiting(
+        self, conn: psycopg.AsyncConnection[Any], user_ids: Sequence[str]
+    ) -> dict[str, int]:
         """How many requests each of these users has waiting (held ones included)."""
         cur = await conn.execute(COUNT.sql, COUNT.values({"uids": list(user_ids)}))
         return {str(row[0]): int(row[1]) for row in await cur.fetchall()}
 
-    async def insert_many(self, conn: psycopg.AsyncConnection[Any],
-                          batch: Sequence[dict[str, Any]]) -> list[Any]:  # fmt: skip
+    async def insert_many(
+        self, conn: psycopg.AsyncConnection[Any], batch: Sequence[dict[str, Any]]
+    ) -> list[Any]:
         """Each new request's row stored, superseding as `insert(coalesce=True)` does, in
         one pipeline: one implicit transaction, all or nothing. The superseded rows (or
         None), in the batch's order."""

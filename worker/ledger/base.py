@@ -22,8 +22,13 @@ class SharedSteps:
         return [Snapshot(*r[:-1]) for r in rows], int(floor or 0)
 
     def restore_fence(self, conn: Connection, req: Snapshot, number: int, fence_was: int) -> None:
-        params = {"uid": req.user_id, "rid": req.id, "n": number, "fence_was": fence_was,
-                  "now": utcnow()}  # fmt: skip
+        params = {
+            "uid": req.user_id,
+            "rid": req.id,
+            "n": number,
+            "fence_was": fence_was,
+            "now": utcnow(),
+        }
         try:
             conn.execute(q.FENCE_RESTORE, params)
             conn.commit()
@@ -32,15 +37,20 @@ class SharedSteps:
             raise
 
     def supersede(self, conn: Connection, values: dict[str, Any]) -> Any:
-        params = {"pid": values["project_id"], "uid": values["user_id"], "by": values["id"],
-                  "now": values["updated_at"]}  # fmt: skip
+        params = {
+            "pid": values["project_id"],
+            "uid": values["user_id"],
+            "by": values["id"],
+            "now": values["updated_at"],
+        }
         return conn.execute(q.SUPERSEDE, params).first()
 
     def insert_request(self, conn: Connection, values: dict[str, Any]) -> None:
         conn.execute(q.INSERT_REQUEST, values)
 
-    def transition(self, conn: Any, request_id: str, from_: Iterable[State] | State,
-                   to: State, **values: Any) -> bool:  # fmt: skip
+    def transition(
+        self, conn: Any, request_id: str, from_: Iterable[State] | State, to: State, **values: Any
+    ) -> bool:
         states = [from_] if isinstance(from_, State) else list(from_)
         done = conn.execute(
             update(q.REQUESTS)

@@ -49,8 +49,9 @@ class Direct:
             lost = conn.dialect.is_disconnect(raw, conn.connection.dbapi_connection, None)
             if lost:
                 conn.invalidate(err)
-            raise DBAPIError.instance(self.sql, values, err, psycopg.Error,
-                                      connection_invalidated=lost) from err  # fmt: skip
+            raise DBAPIError.instance(
+                self.sql, values, err, psycopg.Error, connection_invalidated=lost
+            ) from err
 
 
 def _plain(value: Any) -> Any:

@@ -80,8 +80,14 @@ class Ledger(Protocol):
         """The user's waiting requests, and the pacing fence of the lane."""
         ...
 
-    def claim(self, conn: Connection, req: Snapshot, now: datetime, lease: datetime,
-              attempt: dict[str, Any]) -> int | Fenced | None:  # fmt: skip
+    def claim(
+        self,
+        conn: Connection,
+        req: Snapshot,
+        now: datetime,
+        lease: datetime,
+        attempt: dict[str, Any],
+    ) -> int | Fenced | None:
         """Move the user's fence and claim the request (to `dispatching`, plus the attempt
         row), committed: the attempt's number; Fenced when the fence stands after the
         granted slot (`attempt["slot_us"]`); None when the request is not claimable."""
@@ -96,16 +102,29 @@ class Ledger(Protocol):
         """No call was made: drop the attempt row, put the request back, restore the fence."""
         ...
 
-    def record(self, conn: Connection, req: Snapshot, number: int, now: datetime,
-               request_values: dict[str, Any], attempt_values: dict[str, Any],
-               fence_was: int) -> bool:  # fmt: skip
+    def record(
+        self,
+        conn: Connection,
+        req: Snapshot,
+        number: int,
+        now: datetime,
+        request_values: dict[str, Any],
+        attempt_values: dict[str, Any],
+        fence_was: int,
+    ) -> bool:
         """Move the request and complete its attempt, fenced by the attempt number; bring
         the user's fence to the attempt's `lane_free_us` if it still holds this claim's
         value. False when the claim was no longer this one's."""
         ...
 
-    def insert(self, conn: Connection, values: dict[str, Any], *, coalesce: bool,
-               check_room: RoomCheck | None = None) -> Any:  # fmt: skip
+    def insert(
+        self,
+        conn: Connection,
+        values: dict[str, Any],
+        *,
+        coalesce: bool,
+        check_room: RoomCheck | None = None,
+    ) -> Any:
         """Store a new request (taking the seq of the project's oldest queued request it
         supersedes when `coalesce`), committed; the superseded row (id, seq, project_id,
         upload_id) or None."""
@@ -120,8 +139,9 @@ class Ledger(Protocol):
         """Store a new request's row (in the caller's transaction)."""
         ...
 
-    def transition(self, conn: Any, request_id: str, from_: Iterable[State] | State,
-                   to: State, **values: Any) -> bool:  # fmt: skip
+    def transition(
+        self, conn: Any, request_id: str, from_: Iterable[State] | State, to: State, **values: Any
+    ) -> bool:
         """Move the request to `to` (with `values`) only if it is in one of `from_`, in the
         caller's transaction (a Connection or a Session): whether it moved."""
         ...

@@ -25,11 +25,25 @@ class PostgresLedger(SharedSteps):
     def pending_events(self, conn: Connection, upload_id: str) -> bool:
         return bool(q.PENDING_EVENTS_DIRECT.rows(conn, {"upload": upload_id}))
 
-    def claim(self, conn: Connection, req: Snapshot, now: datetime, lease: datetime,
-              attempt: dict[str, Any]) -> int | Fenced | None:  # fmt: skip
+    def claim(
+        self,
+        conn: Connection,
+        req: Snapshot,
+        now: datetime,
+        lease: datetime,
+        attempt: dict[str, Any],
+    ) -> int | Fenced | None:
         number = req.attempt_count + 1
-        params = {"rid": req.id, "uid": req.user_id, "was": req.attempt_count, "number": number,
-                  "lease": lease, "now": now, "started_at": now, **attempt}  # fmt: skip
+        params = {
+            "rid": req.id,
+            "uid": req.user_id,
+            "was": req.attempt_count,
+            "number": number,
+            "lease": lease,
+            "now": now,
+            "started_at": now,
+            **attempt,
+        }
         got, fence = q.CLAIM_DIRECT.rows(conn, params)[0]
         if got is not None:
             return number
@@ -38,14 +52,27 @@ class PostgresLedger(SharedSteps):
     def unclaim(self, conn: Connection, req: Snapshot, number: int, fence_was: int) -> None:
         q.UNCLAIM_DIRECT.rows(conn, unclaim_params(req, number, fence_was))
 
-    def record(self, conn: Connection, req: Snapshot, number: int, now: datetime,
-               request_values: dict[str, Any], attempt_values: dict[str, Any],
-               fence_was: int) -> bool:  # fmt: skip
+    def record(
+        self,
+        conn: Connection,
+        req: Snapshot,
+        number: int,
+        now: datetime,
+        request_values: dict[str, Any],
+        attempt_values: dict[str, Any],
+        fence_was: int,
+    ) -> bool:
         params = record_params(req, number, now, request_values, fence_was)
         return bool(q.RECORD_DIRECT.rows(conn, {**params, **attempt_values}))
 
-    def insert(self, conn: Connection, values: dict[str, Any], *, coalesce: bool,
-               check_room: RoomCheck | None = None) -> Any:  # fmt: skip
+    def insert(
+        self,
+        conn: Connection,
+        values: dict[str, Any],
+        *,
+        coalesce: bool,
+        check_room: RoomCheck | None = None,
+    ) -> Any:
         # Autocommitted single statements: the count and the insert are held together by
         # this process's lock on the lane (see locks.lane_lock).
         with lane_lock(values["user_id"]):
@@ -65,15 +92,30 @@ def loaded(row: Any) -> Loaded:
 
 
 def unclaim_params(req: Snapshot, number: int, fence_was: int) -> dict[str, Any]:
-    return {"rid": req.id, "uid": req.user_id, "n": number, "back_to": req.state,
-            "was": number - 1, "fence_was": fence_was, "now": utcnow()}  # fmt: skip
+    return {
+        "rid": req.id,
+        "uid": req.user_id,
+        "n": number,
+        "back_to": req.state,
+        "was": number - 1,
+        "fence_was": fence_was,
+        "now": utcnow(),
+    }
 
 
-def record_params(req: Snapshot, number: int, now: datetime, request_values: dict[str, Any],
-                  fence_was: int) -> dict[str, Any]:  # fmt: skip
-    return {"failures": req.failures, "processing_since": req.processing_since,
-            **request_values, "rid": req.id, "uid": req.user_id, "n": number, "now": now,
-            "fence_was": fence_was}  # fmt: skip
+def record_params(
+    req: Snapshot, number: int, now: datetime, request_values: dict[str, Any], fence_was: int
+) -> dict[str, Any]:
+    return {
+        "failures": req.failures,
+        "processing_since": req.processing_since,
+        **request_values,
+        "rid": req.id,
+        "uid": req.user_id,
+        "n": number,
+        "now": now,
+        "fence_was": fence_was,
+    }
 
 
 def superseded(rows: list[Any]) -> Any:
@@ -85,6 +127,7 @@ def superseded(rows: list[Any]) -> Any:
 def supersede_and_insert_params(values: dict[str, Any]) -> dict[str, Any]:
     """SUPERSEDE_AND_INSERT's parameters for the new request's row `values`."""
     params = {f"new_{n}": values[n] for n in q.NEW_REQUEST_COLUMNS}
-    params.update(pid=values["project_id"], uid=values["user_id"], by=values["id"],
-                  now=values["updated_at"])  # fmt: skip
+    params.update(
+        pid=values["project_id"], uid=values["user_id"], by=values["id"], now=values["updated_at"]
+    )
     return params

@@ -28,11 +28,24 @@ class SqliteLedger(SharedSteps):
         conn.commit()
         return found is not None
 
-    def claim(self, conn: Connection, req: Snapshot, now: datetime, lease: datetime,
-              attempt: dict[str, Any]) -> int | Fenced | None:  # fmt: skip
+    def claim(
+        self,
+        conn: Connection,
+        req: Snapshot,
+        now: datetime,
+        lease: datetime,
+        attempt: dict[str, Any],
+    ) -> int | Fenced | None:
         number = req.attempt_count + 1
-        params = {"rid": req.id, "uid": req.user_id, "was": req.attempt_count,
-                  "number": number, "lease": lease, "now": now, **attempt}  # fmt: skip
+        params = {
+            "rid": req.id,
+            "uid": req.user_id,
+            "was": req.attempt_count,
+            "number": number,
+            "lease": lease,
+            "now": now,
+            **attempt,
+        }
         try:
             if conn.execute(q.FENCE_CLAIM, params).rowcount != 1:
                 fence = conn.execute(q.FLOOR, params).scalar()
@@ -41,8 +54,16 @@ class SqliteLedger(SharedSteps):
             if conn.execute(q.CLAIM, params).rowcount != 1:
                 conn.rollback()
                 return None
-            conn.execute(q.ADD_ATTEMPT, {**attempt, "request_id": req.id, "number": number,
-                                         "user_id": req.user_id, "started_at": now})  # fmt: skip
+            conn.execute(
+                q.ADD_ATTEMPT,
+                {
+                    **attempt,
+                    "request_id": req.id,
+                    "number": number,
+                    "user_id": req.user_id,
+                    "started_at": now,
+                },
+            )
             conn.commit()
         except BaseException:
             conn.rollback()
@@ -60,9 +81,16 @@ class SqliteLedger(SharedSteps):
             conn.rollback()
             raise
 
-    def record(self, conn: Connection, req: Snapshot, number: int, now: datetime,
-               request_values: dict[str, Any], attempt_values: dict[str, Any],
-               fence_was: int) -> bool:  # fmt: skip
+    def record(
+        self,
+        conn: Connection,
+        req: Snapshot,
+        number: int,
+        now: datetime,
+        request_values: dict[str, Any],
+        attempt_values: dict[str, Any],
+        fence_was: int,
+    ) -> bool:
         params = record_params(req, number, now, request_values, fence_was)
         try:
             conn.execute(q.FENCE_SETTLE, {**params, **attempt_values})
@@ -76,8 +104,14 @@ class SqliteLedger(SharedSteps):
             raise
         return True
 
-    def insert(self, conn: Connection, values: dict[str, Any], *, coalesce: bool,
-               check_room: RoomCheck | None = None) -> Any:  # fmt: skip
+    def insert(
+        self,
+        conn: Connection,
+        values: dict[str, Any],
+        *,
+        coalesce: bool,
+        check_room: RoomCheck | None = None,
+    ) -> Any:
         # One write transaction: the count and the insert are serialized by SQLite.
         with conn.begin():
             if check_room is not None:

@@ -56,6 +56,7 @@ def waiting(state: Any) -> ColumnElement[bool]:
     "expanding" parameter, rendered again at every execution."""
     return cast(ColumnElement[bool], state.in_([literal_column(f"'{s.value}'") for s in WAITING]))
 
+
 # The user's pacing fence: one primary-key probe, however long the history.
 FLOOR = select(F.not_before_us).where(F.user_id == bindparam("uid"))
 
@@ -63,10 +64,9 @@ _OTHER = REQUESTS.alias("other")
 LOAD = select(
     *COLUMNS,
     select(F.not_before_us).where(F.user_id == R.user_id).scalar_subquery(),
-    exists().where(_OTHER.c.user_id == R.user_id, waiting(_OTHER.c.state),
-                   _OTHER.c.id != R.id),
+    exists().where(_OTHER.c.user_id == R.user_id, waiting(_OTHER.c.state), _OTHER.c.id != R.id),
     exists().where(W.upload_id == R.upload_id, W.event == literal_column("'build.rejected'")),
-).where(R.id == bindparam("rid"))  # fmt: skip
+).where(R.id == bindparam("rid"))
 
 # The lane's waiting requests, each row carrying the floor too: one round trip.
 WAITING_IN_LANE = select(*COLUMNS, FLOOR.scalar_subquery()).where(
@@ -109,8 +109,9 @@ DROP_ATTEMPT = delete(ATTEMPTS).where(A.request_id == bindparam("rid"), A.number
 # What an answer changes on its request (outcomes.Plan.request_values), fenced.
 MOVE = (
     update(REQUESTS)
-    .where(R.id == bindparam("rid"), R.state == State.DISPATCHING,
-           R.attempt_count == bindparam("n"))
+    .where(
+        R.id == bindparam("rid"), R.state == State.DISPATCHING, R.attempt_count == bindparam("n")
+    )
     .values(
         lease_expires_at=None,
         updated_at=bindparam("now"),
@@ -120,7 +121,7 @@ MOVE = (
         failures=bindparam("failures"),
         processing_since=bindparam("processing_since"),
     )
-)  # fmt: skip
+)
 
 COMPLETE_ATTEMPT = (
     update(ATTEMPTS)
@@ -139,9 +140,11 @@ COMPLETE_ATTEMPT = (
 # to the actual send plus the gap, and an undone claim to what the other attempts left;
 # both only while it still holds this claim's value (a later claim may have moved it since).
 _FENCE_COLUMNS = ["user_id", "not_before_us", "updated_at"]
-_FENCE_VALUES = (bindparam("uid", type_=F.user_id.type),
-                 bindparam("lane_free_us", type_=F.not_before_us.type),
-                 bindparam("now", type_=F.updated_at.type))  # fmt: skip
+_FENCE_VALUES = (
+    bindparam("uid", type_=F.user_id.type),
+    bindparam("lane_free_us", type_=F.not_before_us.type),
+    bindparam("now", type_=F.updated_at.type),
+)
 _FENCE_OPEN = F.not_before_us <= bindparam("slot_us", type_=F.not_before_us.type)
 
 
@@ -167,10 +170,12 @@ FENCE_SETTLE = (
 
 _OTHER_ATTEMPTS_FREE = (
     select(func.max(A.lane_free_us))
-    .where(A.user_id == bindparam("uid"),
-           ~((A.request_id == bindparam("rid")) & (A.number == bindparam("n"))))
+    .where(
+        A.user_id == bindparam("uid"),
+        ~((A.request_id == bindparam("rid")) & (A.number == bindparam("n"))),
+    )
     .scalar_subquery()
-)  # fmt: skip
+)
 FENCE_RESTORE = (
     update(FENCES)
     .where(F.user_id == bindparam("uid"), F.not_before_us == bindparam("fence_was"))
@@ -185,11 +190,12 @@ _CLAIMABLE = exists().where(
     R.id == bindparam("rid"), waiting(R.state), R.attempt_count == bindparam("was")
 )
 _FENCE = (
-    _fence_upsert(pg_insert(FENCES).from_select(_FENCE_COLUMNS,
-                                                select(*_FENCE_VALUES).where(_CLAIMABLE)))
+    _fence_upsert(
+        pg_insert(FENCES).from_select(_FENCE_COLUMNS, select(*_FENCE_VALUES).where(_CLAIMABLE))
+    )
     .returning(F.user_id)
     .cte("fence")
-)  # fmt: skip
+)
 _CLAIMED = (
     CLAIM.where(exists(select(_FENCE.c.user_id)))
     .returning(R.id, R.user_id, R.attempt_count)
@@ -199,15 +205,19 @@ _ADDED = (
     insert(ATTEMPTS)
     .from_select(
         ["request_id", "number", "user_id", "started_at", "slot_us", "lane_free_us", "worker"],
-        select(_CLAIMED.c.id, _CLAIMED.c.attempt_count, _CLAIMED.c.user_id,
-               bindparam("started_at", type_=A.started_at.type),
-               bindparam("slot_us", type_=A.slot_us.type),
-               bindparam("lane_free_us", type_=A.lane_free_us.type),
-               bindparam("worker", type_=A.worker.type)),
+        select(
+            _CLAIMED.c.id,
+            _CLAIMED.c.attempt_count,
+            _CLAIMED.c.user_id,
+            bindparam("started_at", type_=A.started_at.type),
+            bindparam("slot_us", type_=A.slot_us.type),
+            bindparam("lane_free_us", type_=A.lane_free_us.type),
+            bindparam("worker", type_=A.worker.type),
+        ),
     )
     .returning(A.number)
     .cte("added")
-)  # fmt: skip
+)
 CLAIM_ONE_STATEMENT = select(select(_ADDED.c.number).scalar_subquery(), FLOOR.scalar_subquery())
 
 _MOVED = MOVE.returning(R.id).cte("moved")
@@ -224,12 +234,11 @@ UNCLAIM_ONE_STATEMENT = UNCLAIM_REQUEST.add_cte(_DROPPED).add_cte(FENCE_RESTORE.
 
 OLDEST_QUEUED_OF_PROJECT = (
     select(R.id)
-    .where(R.project_id == bindparam("pid"), R.user_id == bindparam("uid"),
-           R.state == QUEUED)
+    .where(R.project_id == bindparam("pid"), R.user_id == bindparam("uid"), R.state == QUEUED)
     .order_by(R.seq)
     .limit(1)
     .scalar_subquery()
-)  # fmt: skip
+)
 
 SUPERSEDE = (
     update(REQUESTS)
@@ -241,9 +250,24 @@ SUPERSEDE = (
 INSERT_REQUEST = insert(REQUESTS)
 
 # PostgreSQL: supersede and insert as ONE statement; the new row takes the old one's seq.
-NEW_REQUEST_COLUMNS = ("id", "user_id", "project_id", "upload_id", "priority", "coalesce",
-                       "seq", "state", "created_at", "updated_at", "attempt_count",
-                       "failures", "idempotency_key", "request_hash", "created_by")  # fmt: skip
+NEW_REQUEST_COLUMNS = (
+    "id",
+    "user_id",
+    "project_id",
+    "upload_id",
+    "priority",
+    "coalesce",
+    "seq",
+    "state",
+    "created_at",
+    "updated_at",
+    "attempt_count",
+    "failures",
+    "idempotency_key",
+    "request_hash",
+    "created_by",
+    "callback_url",
+)
 _OLD = SUPERSEDE.cte("old")
 
 

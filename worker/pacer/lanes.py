@@ -121,8 +121,9 @@ class Pacer:
 
     def load_scripts(self) -> None:
         """Load every script into Redis now, so no first call pays for it."""
-        sources = [s.script for s in (self._reserve, self._fire, self._settle, self._wake,
-                                      self._idle)]  # fmt: skip
+        sources = [
+            s.script for s in (self._reserve, self._fire, self._settle, self._wake, self._idle)
+        ]
         self._call(lambda: [self.redis.script_load(src) for src in sources])
 
     def _call(self, fn: Callable[[], T]) -> T:
@@ -150,9 +151,17 @@ class Pacer:
         `floor_if_missing` it only stands in for a missing state (no "floor" answer then)."""
         floor = "" if floor_us is None else str(int(floor_us))
         raw = self._run(
-            self._reserve, user_id, member, score, token, self.lead_us, self.max_late_us,
-            floor, self.state_ttl_ms, "1" if floor_if_missing else "0",
-        )  # fmt: skip
+            self._reserve,
+            user_id,
+            member,
+            score,
+            token,
+            self.lead_us,
+            self.max_late_us,
+            floor,
+            self.state_ttl_ms,
+            "1" if floor_if_missing else "0",
+        )
         return _reply(raw)
 
     def fire(self, user_id: str, member: str, token: str) -> Reply:
@@ -211,9 +220,17 @@ class Pacer:
         """ARGV of wake.lua (its KEYS are `keys.lane_keys(user_id)`)."""
         member, score = add or ("", 0)
         nb = "" if not_before_us is None else int(not_before_us)
-        return [self.lead_us, self.max_countdown_us, self.grace_ms(),
-                "1" if force else "0", member, score, replaces or "", nb,
-                self.state_ttl_ms]  # fmt: skip
+        return [
+            self.lead_us,
+            self.max_countdown_us,
+            self.grace_ms(),
+            "1" if force else "0",
+            member,
+            score,
+            replaces or "",
+            nb,
+            self.state_ttl_ms,
+        ]
 
     def grace_ms(self) -> int:
         """How long past its due time a wake marker lasts: the grace, plus up to half again
