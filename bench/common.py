@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy import insert
 
 from worker.context import Context, build_context
-from worker.dev.procs import PY, Proc, spdist_env, wait_for
+from worker.dev.procs import PY, QUIET, Proc, spdist_env, wait_for, worker_argv
 from worker.distributions import wake_lane
 from worker.models import DistributionRequest, State, new_id, utcnow
 
@@ -91,9 +91,6 @@ def env_for(
     return spdist_env(db_url, ws.redis_url, sp_url, keys or {}, **extra)
 
 
-WORKER_FLAGS = ["--without-heartbeat", "--without-mingle", "--without-gossip"]
-
-
 def start_nodes(
     kind: str, count: int, concurrency: int, env: dict[str, str], logs: Path, prefix: str
 ) -> list[Proc]:
@@ -102,18 +99,7 @@ def start_nodes(
     for i in range(1, count + 1):
         name = f"{prefix}{i}"
         if kind == "spdist":
-            argv = [
-                PY,
-                "-m",
-                "worker.cli",
-                "worker",
-                "--concurrency",
-                str(concurrency),
-                "--",
-                "-n",
-                f"{name}@%h",
-                *WORKER_FLAGS,
-            ]
+            argv = worker_argv(name, concurrency)
         else:
             argv = [
                 PY,
@@ -130,7 +116,7 @@ def start_nodes(
                 "info",
                 "-n",
                 f"{name}@%h",
-                *WORKER_FLAGS,
+                *QUIET,
             ]
         procs.append(Proc(name, argv, env, logs))
     for p in procs:

@@ -29,6 +29,7 @@ from worker.dev.procs import (
     spdist_env,
     start_fake,
     wait_for,
+    worker_argv,
 )
 from worker.models import TERMINAL, DistributionAttempt, DistributionRequest
 from worker.redis_url import broker_url
@@ -114,21 +115,7 @@ class System:
         wait: bool = True,
         concurrency: int = 2,
     ) -> Proc:
-        argv = [
-            PY,
-            "-m",
-            "worker.cli",
-            "worker",
-            "--concurrency",
-            str(concurrency),
-            "--",
-            "-n",
-            f"{name}@%h",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-        proc = Proc(name, argv, {**self.env, **(env or {})}, self.log_dir)
+        proc = Proc(name, worker_argv(name, concurrency), {**self.env, **(env or {})}, self.log_dir)
         self.procs.append(proc)
         if wait:
             wait_ready(proc)

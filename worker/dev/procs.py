@@ -114,10 +114,13 @@ def start_fake(log_dir: Path, interval_s: float = 1.0, **extra: str) -> tuple[Pr
     return proc, line.group(1)
 
 
-def start_worker(name: str, env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Proc:
-    """`spdist worker` with a distinct node name."""
-    quiet = ["--without-heartbeat", "--without-mingle", "--without-gossip"]
-    argv = [
+# Celery's chatter between nodes, which a test or benchmark node has no use for.
+QUIET = ("--without-heartbeat", "--without-mingle", "--without-gossip")
+
+
+def worker_argv(name: str, concurrency: int = 2) -> list[str]:
+    """`spdist worker` as a node named `name`, quiet."""
+    return [
         PY,
         "-m",
         "worker.cli",
@@ -127,9 +130,13 @@ def start_worker(name: str, env: dict[str, str], log_dir: Path, concurrency: int
         "--",
         "-n",
         f"{name}@%h",
-        *quiet,
+        *QUIET,
     ]
-    proc = Proc(name, argv, env, log_dir)
+
+
+def start_worker(name: str, env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Proc:
+    """`spdist worker` with a distinct node name."""
+    proc = Proc(name, worker_argv(name, concurrency), env, log_dir)
     wait_for(lambda: "ready." in proc.log() or proc.popen.poll() is not None, 30, f"{name} ready")
     assert proc.popen.poll() is None, proc.log()
     return proc

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, update
 
 from worker.ledger import statements as q
-from worker.ledger.port import Snapshot
+from worker.ledger.port import Loaded, Snapshot
 from worker.models import State, utcnow
 
 
@@ -58,3 +59,50 @@ class SharedSteps:
             .values(state=to, updated_at=values.pop("updated_at", None) or utcnow(), **values)
         )
         return bool(done.rowcount == 1)
+
+
+# The parameters of the steps whose statements differ by database but take the same values.
+def claim_params(
+    req: Snapshot, now: datetime, lease: datetime, attempt: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "rid": req.id,
+        "uid": req.user_id,
+        "was": req.attempt_count,
+        "number": req.attempt_count + 1,
+        "lease": lease,
+        "now": now,
+        **attempt,
+    }
+
+
+def loaded(row: Any) -> Loaded:
+    """LOAD's row as a Loaded."""
+    return Loaded(Snapshot(*row[:-3]), int(row[-3] or 0), not row[-2], bool(row[-1]))
+
+
+def unclaim_params(req: Snapshot, number: int, fence_was: int) -> dict[str, Any]:
+    return {
+        "rid": req.id,
+        "uid": req.user_id,
+        "n": number,
+        "back_to": req.state,
+        "was": number - 1,
+        "fence_was": fence_was,
+        "now": utcnow(),
+    }
+
+
+def record_params(
+    req: Snapshot, number: int, now: datetime, request_values: dict[str, Any], fence_was: int
+) -> dict[str, Any]:
+    return {
+        "failures": req.failures,
+        "processing_since": req.processing_since,
+        **request_values,
+        "rid": req.id,
+        "uid": req.user_id,
+        "n": number,
+        "now": now,
+        "fence_was": fence_was,
+    }

@@ -9,10 +9,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from worker.ledger import statements as q
-from worker.ledger.base import SharedSteps
+from worker.ledger.base import SharedSteps, claim_params, loaded, record_params, unclaim_params
 from worker.ledger.locks import lane_lock
 from worker.ledger.port import Fenced, Loaded, RoomCheck, Snapshot
-from worker.models import utcnow
 
 
 class PostgresLedger(SharedSteps):
@@ -34,16 +33,7 @@ class PostgresLedger(SharedSteps):
         attempt: dict[str, Any],
     ) -> int | Fenced | None:
         number = req.attempt_count + 1
-        params = {
-            "rid": req.id,
-            "uid": req.user_id,
-            "was": req.attempt_count,
-            "number": number,
-            "lease": lease,
-            "now": now,
-            "started_at": now,
-            **attempt,
-        }
+        params = {**claim_params(req, now, lease, attempt), "started_at": now}
         got, fence = q.CLAIM_DIRECT.rows(conn, params)[0]
         if got is not None:
             return number
@@ -84,38 +74,6 @@ class PostgresLedger(SharedSteps):
                 return None
             rows = q.SUPERSEDE_AND_INSERT_DIRECT.rows(conn, supersede_and_insert_params(values))
             return superseded(rows)
-
-
-def loaded(row: Any) -> Loaded:
-    """LOAD's row as a Loaded."""
-    return Loaded(Snapshot(*row[:-3]), int(row[-3] or 0), not row[-2], bool(row[-1]))
-
-
-def unclaim_params(req: Snapshot, number: int, fence_was: int) -> dict[str, Any]:
-    return {
-        "rid": req.id,
-        "uid": req.user_id,
-        "n": number,
-        "back_to": req.state,
-        "was": number - 1,
-        "fence_was": fence_was,
-        "now": utcnow(),
-    }
-
-
-def record_params(
-    req: Snapshot, number: int, now: datetime, request_values: dict[str, Any], fence_was: int
-) -> dict[str, Any]:
-    return {
-        "failures": req.failures,
-        "processing_since": req.processing_since,
-        **request_values,
-        "rid": req.id,
-        "uid": req.user_id,
-        "n": number,
-        "now": now,
-        "fence_was": fence_was,
-    }
 
 
 def superseded(rows: list[Any]) -> Any:

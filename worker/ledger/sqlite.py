@@ -10,9 +10,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from worker.ledger import statements as q
-from worker.ledger.base import SharedSteps
+from worker.ledger.base import SharedSteps, claim_params, loaded, record_params, unclaim_params
 from worker.ledger.port import Fenced, Loaded, RoomCheck, Snapshot
-from worker.ledger.postgres import loaded, record_params, unclaim_params
 
 
 class SqliteLedger(SharedSteps):
@@ -37,15 +36,7 @@ class SqliteLedger(SharedSteps):
         attempt: dict[str, Any],
     ) -> int | Fenced | None:
         number = req.attempt_count + 1
-        params = {
-            "rid": req.id,
-            "uid": req.user_id,
-            "was": req.attempt_count,
-            "number": number,
-            "lease": lease,
-            "now": now,
-            **attempt,
-        }
+        params = claim_params(req, now, lease, attempt)
         try:
             if conn.execute(q.FENCE_CLAIM, params).rowcount != 1:
                 fence = conn.execute(q.FLOOR, params).scalar()
