@@ -289,7 +289,8 @@ class TcpProxy:
 class TlsFront:
     """A TLS front for a local plain-HTTP server, as a CDN or load balancer would be: each
     connection's set-up (before the TLS handshake completes) takes a random time in
-    `setup_s`, and a connection idle for `idle_close_s` is closed. Its certificate comes
+    `setup_s`, and a connection idle for `idle_close_s` (no request waiting for its answer,
+    no answer's bytes meanwhile) is closed. Its certificate comes
     from a throw-away CA whose file `ca_path` a client trusts through SSL_CERT_FILE."""
 
     def __init__(
@@ -351,11 +352,20 @@ class TlsFront:
         except (OSError, ssl.SSLError):
             client.close()
             return
-        tls.settimeout(self.idle_close_s)
-        upstream.settimeout(None)
-        threading.Thread(target=TcpProxy._pipe, args=(upstream, tls), daemon=True).start()
+        idle = _Idle()
+        tls.settimeout(_IDLE_TICK_S)
+        threading.Thread(target=self._answer, args=(upstream, tls, idle), daemon=True).start()
         try:
-            while data := tls.recv(65536):  # a timeout here: idle too long, close
+            while True:
+                try:
+                    data = tls.recv(65536)
+                except TimeoutError:
+                    if idle.seconds() >= self.idle_close_s:
+                        break  # idle too long: close, as a load balancer does
+                    continue
+                if not data:
+                    break
+                idle.asked()
                 upstream.sendall(data)
         except (OSError, ssl.SSLError):
             pass
@@ -363,6 +373,40 @@ class TlsFront:
             for s in (tls, upstream):
                 with contextlib.suppress(OSError):
                     s.close()
+
+    @staticmethod
+    def _answer(upstream: socket.socket, tls: socket.socket, idle: _Idle) -> None:
+        try:
+            while data := upstream.recv(65536):
+                idle.answered()
+                tls.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (upstream, tls):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+_IDLE_TICK_S = 0.05
+
+
+class _Idle:
+    """How long a front's connection has been idle: since its last answer's bytes (or its
+    set-up), and never while a request waits for its answer (a slow origin is not idle)."""
+
+    def __init__(self) -> None:
+        self._since: float | None = time.monotonic()
+
+    def asked(self) -> None:
+        self._since = None
+
+    def answered(self) -> None:
+        self._since = time.monotonic()
+
+    def seconds(self) -> float:
+        since = self._since
+        return 0.0 if since is None else time.monotonic() - since
 
 
 def seams_from_env() -> dict[str, Any]:
