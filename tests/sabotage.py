@@ -48,6 +48,18 @@ _NO_PREPARE = ("worker/dispatch.py", "    _prepare(ctx)\n    fired = _fire", "  
 
 CASES: tuple[Case, ...] = (
     Case(
+        "lease expiry of a claim that moved on",
+        "the reconciler's attempt fence on an expired lease",
+        "tests/integration/test_leases.py::test_a_claim_that_moved_on_since_the_read_is_left_alone",
+        (
+            (
+                "worker/reconcile.py",
+                "            only_if=(DistributionRequest.attempt_count == req.attempt_count,),\n",
+                "",
+            ),
+        ),
+    ),
+    Case(
         "kill -9 pool child",
         "reconciler `expire_leases`",
         f"{SYSTEM}/test_processes.py::test_kill9_pool_child_mid_call",

@@ -242,7 +242,7 @@ def retry(ctx: Context, request_id: str, caller: str | None = None) -> Distribut
     with ctx.sessions.begin() as session:
         req = get(session, request_id)
         authorize(ctx, caller, req, "retry")
-        again = {
+        again: dict[str, Any] = {
             "seq": time.time_ns() // 1000,
             "failures": 0,
             "processing_since": None,

@@ -77,16 +77,16 @@ def _expire(ctx: Context, req: DistributionRequest, now: datetime) -> int:
     message = "the worker died or lost its lease after sending; outcome never read"
     values = outcomes.transient(ctx.settings, req.failures, message, now)
     with ctx.sessions.begin() as session:
-        done = session.execute(
-            update(DistributionRequest)
-            .where(
-                DistributionRequest.id == req.id,
-                DistributionRequest.state == State.DISPATCHING,
-                DistributionRequest.attempt_count == req.attempt_count,
-            )
-            .values(lease_expires_at=None, updated_at=utcnow(), **values)
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
+        state = values.pop("state")
+        if not ctx.ledger.transition(
+            session,
+            req.id,
+            State.DISPATCHING,
+            state,
+            only_if=(DistributionRequest.attempt_count == req.attempt_count,),
+            lease_expires_at=None,
+            **values,
+        ):
             return 0
         session.execute(
             update(DistributionAttempt)

@@ -202,7 +202,7 @@ def _distributing(ctx: Context, ev: WebhookEvent) -> str:
             return "processed elsewhere"
         result = "ignored: no request of this upload awaits confirmation"
         if ev.upload_id:
-            confirmed = _confirm_one(session, ev)
+            confirmed = _confirm_one(ctx, session, ev)
             result = "confirmed 1" if confirmed else result
             if confirmed:
                 log.info("webhook event %d confirmed request %s", ev.id, confirmed)
@@ -210,7 +210,7 @@ def _distributing(ctx: Context, ev: WebhookEvent) -> str:
     return result
 
 
-def _confirm_one(session: Session, ev: WebhookEvent) -> str | None:
+def _confirm_one(ctx: Context, session: Session, ev: WebhookEvent) -> str | None:
     """Confirm the oldest succeeded request; another event taking it first means the next."""
     for _ in range(5):
         target = session.scalars(
@@ -221,12 +221,7 @@ def _confirm_one(session: Session, ev: WebhookEvent) -> str | None:
         ).first()
         if target is None:
             return None
-        done = session.execute(
-            update(DistributionRequest)
-            .where(DistributionRequest.id == target, DistributionRequest.state == State.SUCCEEDED)
-            .values(state=State.CONFIRMED, updated_at=utcnow())
-        )
-        if done.rowcount == 1:  # type: ignore[attr-defined]
+        if ctx.ledger.transition(session, target, State.SUCCEEDED, State.CONFIRMED):
             return str(target)
     return None
 
@@ -240,23 +235,24 @@ def _approved(ctx: Context, ev: WebhookEvent) -> str:
 
 
 def _bring_forward(ctx: Context, ev: WebhookEvent) -> int:
-    waiting_on_url = (
-        DistributionRequest.state == State.RETRYING,
-        DistributionRequest.processing_since.is_not(None),
-    )
+    waiting_on_url = (DistributionRequest.processing_since.is_not(None),)
     with ctx.sessions.begin() as session:
         rows = session.scalars(
-            select(DistributionRequest).where(*_for_upload(ev), *waiting_on_url)
+            select(DistributionRequest).where(
+                *_for_upload(ev), DistributionRequest.state == State.RETRYING, *waiting_on_url
+            )
         ).all()
         moved = [
             r
             for r in rows
-            if session.execute(
-                update(DistributionRequest)
-                .where(DistributionRequest.id == r.id, *waiting_on_url)
-                .values(next_attempt_at=utcnow(), updated_at=utcnow())
-            ).rowcount  # type: ignore[attr-defined]
-            == 1
+            if ctx.ledger.transition(
+                session,
+                r.id,
+                State.RETRYING,
+                State.RETRYING,
+                only_if=waiting_on_url,
+                next_attempt_at=utcnow(),
+            )
         ]
     for req in moved:
         _requeue(ctx, req)
@@ -318,19 +314,21 @@ def _rejected(ctx: Context, ev: WebhookEvent) -> str:
                 *_for_upload(ev), DistributionRequest.state.in_(PENDING) | in_flight
             )
         ).all()
-        failed = [r for r in rows if _fail(session, r, message)]
+        failed = [
+            r
+            for r in rows
+            if ctx.ledger.transition(
+                session,
+                r.id,
+                State(r.state),
+                State.FAILED,
+                last_message=message,
+                next_attempt_at=None,
+            )
+        ]
     for req in failed:
         _drop(ctx, req)
     return f"failed {len(failed)}"
-
-
-def _fail(session: Any, req: DistributionRequest, message: str) -> bool:
-    done = session.execute(
-        update(DistributionRequest)
-        .where(DistributionRequest.id == req.id, DistributionRequest.state == req.state)
-        .values(state=State.FAILED, last_message=message, next_attempt_at=None, updated_at=utcnow())
-    )
-    return bool(done.rowcount == 1)
 
 
 def _drop(ctx: Context, req: DistributionRequest) -> None:

@@ -210,3 +210,30 @@ def test_supersede_probes_the_project_not_the_lane(pg_url: str) -> None:
     finally:
         conn.close()
         engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_transition_moves_only_from_the_named_states_and_meets_its_guard(db_url: str) -> None:
+    engine, conn = _connection(db_url)
+    try:
+        rid, _ = _insert(conn, "d" * 24)
+        led = _led(conn)
+        assert not led.transition(conn, rid, State.FAILED, State.QUEUED)
+        assert not led.transition(
+            conn, rid, State.QUEUED, State.CANCELLED, only_if=(REQUESTS.c.attempt_count == 1,)
+        )
+        assert led.transition(
+            conn,
+            rid,
+            (State.FAILED, State.QUEUED),
+            State.CANCELLED,
+            only_if=(REQUESTS.c.attempt_count == 0,),
+            last_message="by test",
+        )
+        conn.commit()
+        row = conn.execute(
+            select(REQUESTS.c.state, REQUESTS.c.last_message).where(REQUESTS.c.id == rid)
+        ).one()
+        assert tuple(row) == (State.CANCELLED, "by test")
+    finally:
+        conn.close()
+        engine.dispose()  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import ColumnElement, Connection, update
 
 from worker.ledger import statements as q
 from worker.ledger.port import Loaded, Snapshot
@@ -50,12 +50,19 @@ class SharedSteps:
         conn.execute(q.INSERT_REQUEST, values)
 
     def transition(
-        self, conn: Any, request_id: str, from_: Iterable[State] | State, to: State, **values: Any
+        self,
+        conn: Any,
+        request_id: str,
+        from_: Iterable[State] | State,
+        to: State,
+        *,
+        only_if: Iterable[ColumnElement[bool]] = (),
+        **values: Any,
     ) -> bool:
         states = [from_] if isinstance(from_, State) else list(from_)
         done = conn.execute(
             update(q.REQUESTS)
-            .where(q.R.id == request_id, q.R.state.in_(states))
+            .where(q.R.id == request_id, q.R.state.in_(states), *only_if)
             .values(state=to, updated_at=values.pop("updated_at", None) or utcnow(), **values)
         )
         return bool(done.rowcount == 1)

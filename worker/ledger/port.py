@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection
 
 from worker.models import State
 
@@ -140,8 +140,16 @@ class Ledger(Protocol):
         ...
 
     def transition(
-        self, conn: Any, request_id: str, from_: Iterable[State] | State, to: State, **values: Any
+        self,
+        conn: Any,
+        request_id: str,
+        from_: Iterable[State] | State,
+        to: State,
+        *,
+        only_if: Iterable[ColumnElement[bool]] = (),
+        **values: Any,
     ) -> bool:
-        """Move the request to `to` (with `values`) only if it is in one of `from_`, in the
-        caller's transaction (a Connection or a Session): whether it moved."""
+        """Move the request to `to` (with `values`) only if it is in one of `from_` and
+        meets every `only_if` condition, in the caller's transaction (a Connection or a
+        Session): whether it moved. `to` may equal `from_` to change values under the guard."""
         ...
