@@ -65,7 +65,8 @@ class SqlCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         with self.ctx.sessions() as session:
-            tallies.compact(session.connection())  # deltas stay short even with no scheduler
+            # The deltas stay short even with no scheduler.
+            tallies.compact(self.ctx.ledger, session.connection())
             session.commit()
             scrape = Scrape(self.ctx, session, tallies.read(session.connection()))
             for series in SERIES:

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from prometheus_client.utils import floatToGoString
-from sqlalchemy import Select, Table, func, or_, select, text
+from sqlalchemy import Select, Table, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker import lane_views
@@ -112,10 +112,9 @@ def statement(now: datetime, max_users: int = MAX_USERS) -> Select[Any]:
     )
 
 
-def read(session: Session, now: datetime) -> list[Lane]:
+def read(ctx: Context, session: Session, now: datetime) -> list[Lane]:
     """The statement's rows (JIT off for it on PostgreSQL)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL jit = off"))
+    ctx.ledger.for_large_read(session.connection())
     return [Lane(*row) for row in session.execute(statement(now)).all()]
 
 
@@ -187,6 +186,6 @@ def exposition(ctx: Context) -> str:
     """The lane series' text for one scrape."""
     with ctx.sessions() as session:
         now = utcnow()
-        lanes = read(session, now)
+        lanes = read(ctx, session, now)
         session.rollback()  # ends the transaction SET LOCAL lived in
     return write(families(ctx, lanes, now))

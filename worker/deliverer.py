@@ -4,11 +4,12 @@ Run by `spdist beat` in a few threads of their own, on connections of their own:
 dispatch or a lane does waits on it, and a receiver that never answers only keeps one of
 these threads for SPDIST_CALLBACK_TIMEOUT_S (10 s).
 
-A try is claimed by setting `claimed_until` (a lease; PostgreSQL picks rows with `FOR
-UPDATE SKIP LOCKED`, SQLite with a conditional update) and is finished only by the claim
-that still holds that lease: a try whose lease ran out (its deliverer killed or stopped)
-is claimed again and sent again — delivered at least once. A try is due only when every
-earlier event of its request is finished (delivered, or given up): events arrive in order.
+A try is claimed by setting `claimed_until` (a lease, by the ledger's `take`: PostgreSQL
+picks rows with `FOR UPDATE SKIP LOCKED`, SQLite with a conditional update) and is
+finished only by the claim that still holds that lease: a try whose lease ran out (its
+deliverer killed or stopped) is claimed again and sent again — delivered at least once. A
+try is due only when every earlier event of its request is finished (delivered, or given
+up): events arrive in order.
 A failed try's row is finished and the next try written in one transaction.
 """
 
@@ -70,38 +71,9 @@ def claim(conn: Connection, ctx: Context, limit: int = BATCH) -> list[Claimed]:
     now = utcnow()
     lease = now + timedelta(seconds=ctx.settings.callback_lease_s)
     columns = (C.id, C.request_id, C.event_no, C.event, C.try_no, C.body, C.expires_at)
-    if conn.dialect.name == "postgresql":
-        picked = (
-            select(C.id)
-            .where(due_filter(now))
-            .order_by(C.due_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        rows = conn.execute(
-            update(DELIVERIES)
-            .where(C.id.in_(picked.scalar_subquery()))
-            .values(claimed_until=lease, started_at=now)
-            .returning(*columns)
-        ).all()
-        conn.commit()
-        return [Claimed(**r._mapping, lease=lease) for r in rows]
-    candidates = conn.execute(
-        select(*columns).where(due_filter(now)).order_by(C.due_at).limit(limit)
-    ).all()
-    conn.commit()
-    taken = []
-    for r in candidates:  # SQLite: the update wins only if nobody claimed it meanwhile
-        won = conn.execute(
-            update(DELIVERIES)
-            .where(C.id == r.id, C.finished_at.is_(None))
-            .where((C.claimed_until.is_(None)) | (C.claimed_until < now))
-            .values(claimed_until=lease, started_at=now)
-        ).rowcount
-        conn.commit()
-        if won:
-            taken.append(Claimed(**r._mapping, lease=lease))
-    return taken
+    values = {"claimed_until": lease, "started_at": now}
+    rows = ctx.ledger.take(conn, DELIVERIES, due_filter(now), C.due_at, values, columns, limit)
+    return [Claimed(**r._mapping, lease=lease) for r in rows]
 
 
 def held(claimed: Claimed) -> Any:

@@ -13,25 +13,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
-COMPACT_BATCH = 20_000
+from worker.ledger import Ledger
 
-# One statement: the deltas taken are gone exactly when their sum is in the totals.
-# SKIP LOCKED lets two compactions run side by side on disjoint deltas; the totals are
-# upserted in key order, so the two never wait on each other in a cycle.
-COMPACT = text("""
-WITH taken AS (
-    DELETE FROM metric_deltas WHERE id IN (
-        SELECT id FROM metric_deltas ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED)
-    RETURNING series, label, n, total),
-folded AS (
-    INSERT INTO metric_totals AS t (series, label, n, total)
-    SELECT series, label, sum(n), sum(total) FROM taken GROUP BY series, label
-    ORDER BY series, label
-    ON CONFLICT (series, label) DO UPDATE
-    SET n = t.n + excluded.n, total = t.total + excluded.total
-    RETURNING 1)
-SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM folded)
-""")
+COMPACT_BATCH = 20_000
 
 READ = text("""
 SELECT series, label, sum(n), sum(total) FROM (
@@ -49,19 +33,17 @@ class Tally:
     total: float
 
 
-def compact(conn: Connection, batch: int = COMPACT_BATCH) -> int:
+def compact(ledger: Ledger, conn: Connection, batch: int = COMPACT_BATCH) -> int:
     """Fold up to `batch` deltas into the totals (PostgreSQL; elsewhere there are none);
     how many it folded. The caller commits."""
-    if conn.dialect.name != "postgresql":
-        return 0
-    return int(conn.execute(COMPACT, {"batch": batch}).one()[0])
+    return ledger.compact_tallies(conn, batch)
 
 
-def compact_all(conn: Connection, max_batches: int = 50) -> int:
+def compact_all(ledger: Ledger, conn: Connection, max_batches: int = 50) -> int:
     """`compact` batch after batch, each committed, until the deltas are folded."""
     folded = 0
     for _ in range(max_batches):
-        n = compact(conn)
+        n = compact(ledger, conn)
         conn.commit()
         folded += n
         if n < COMPACT_BATCH:

@@ -103,7 +103,7 @@ def housekeep() -> dict[str, int]:
 
     ctx = get_context()
     with ctx.engine.connect() as conn:
-        folded = tallies.compact_all(conn)
+        folded = tallies.compact_all(ctx.ledger, conn)
     return {"folded": folded, **retention.scheduled(ctx).rows}
 
 

@@ -105,7 +105,7 @@ def full_scan(ctx: Context) -> dict[tuple[str, str], int]:
 def tallied(ctx: Context, *, fold: bool) -> dict[tuple[str, str], int]:
     with ctx.sessions() as s:
         if fold:
-            tallies.compact(s.connection())
+            tallies.compact(ctx.ledger, s.connection())
             s.commit()
         got = tallies.read(s.connection())
     return {k: t.n for k, t in got.items() if k[0] != "delay" and t.n}
@@ -322,7 +322,7 @@ def test_compaction_folds_every_delta_and_keeps_the_counts(pg_url: str, redis_ur
         with engine.connect() as conn:
             pending = conn.execute(select(func.count()).select_from(MetricDelta)).scalar_one()
             assert pending > 0
-            assert tallies.compact_all(conn) == pending
+            assert tallies.compact_all(ctx.ledger, conn) == pending
             assert conn.execute(select(func.count()).select_from(MetricDelta)).scalar_one() == 0
         assert tallied(ctx, fold=False) == before == full_scan(ctx)
     finally:

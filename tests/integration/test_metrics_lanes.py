@@ -129,7 +129,7 @@ def test_lane_series_agree_with_the_slow_way(ctx: Context) -> None:
 def test_one_lane_per_label_deepest_first_and_bounded(ctx: Context) -> None:
     _lanes(ctx)
     with ctx.sessions() as s:
-        rows = read(s, utcnow())
+        rows = read(ctx, s, utcnow())
     assert [r.user_id for r in rows] == [REDIS_LANE, FENCED, FUTURE]
     with ctx.sessions() as s:
         n = s.scalar(

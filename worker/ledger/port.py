@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection
+from sqlalchemy import ColumnElement, Connection, Row, Table
 
 from worker.models import State
 
@@ -152,4 +152,29 @@ class Ledger(Protocol):
         """Move the request to `to` (with `values`) only if it is in one of `from_` and
         meets every `only_if` condition, in the caller's transaction (a Connection or a
         Session): whether it moved. `to` may equal `from_` to change values under the guard."""
+        ...
+
+    def take(
+        self,
+        conn: Connection,
+        table: Table,
+        where: ColumnElement[bool],
+        order_by: Any,
+        values: dict[str, Any],
+        columns: Iterable[Any],
+        limit: int,
+    ) -> list[Row[Any]]:
+        """Take up to `limit` rows of `table` that meet `where` (first in `order_by`) by
+        setting `values` on them, committed: the rows taken, as `columns`. Of two callers
+        taking at once, each row goes to one (a queue's claim; the table has an `id`)."""
+        ...
+
+    def compact_tallies(self, conn: Connection, batch: int) -> int:
+        """Fold up to `batch` of the metric triggers' deltas into their totals (the caller
+        commits): how many it folded. A database whose triggers write the totals has none."""
+        ...
+
+    def for_large_read(self, conn: Connection) -> None:
+        """Set the caller's transaction up for one large read (PostgreSQL: no JIT, whose
+        compile time costs a scrape more than the plan saves)."""
         ...

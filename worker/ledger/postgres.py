@@ -3,10 +3,11 @@ psycopg, so on an autocommit connection each is one round trip and still all-or-
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, Row, Table, select, text, update
 
 from worker.ledger import statements as q
 from worker.ledger.base import SharedSteps, claim_params, loaded, record_params, unclaim_params
@@ -74,6 +75,39 @@ class PostgresLedger(SharedSteps):
                 return None
             rows = q.SUPERSEDE_AND_INSERT_DIRECT.rows(conn, supersede_and_insert_params(values))
             return superseded(rows)
+
+    def take(
+        self,
+        conn: Connection,
+        table: Table,
+        where: ColumnElement[bool],
+        order_by: Any,
+        values: dict[str, Any],
+        columns: Iterable[Any],
+        limit: int,
+    ) -> list[Row[Any]]:
+        # One statement: the rows another taker has locked are skipped, not waited for.
+        picked = (
+            select(table.c.id)
+            .where(where)
+            .order_by(order_by)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = conn.execute(
+            update(table)
+            .where(table.c.id.in_(picked.scalar_subquery()))
+            .values(**values)
+            .returning(*columns)
+        ).all()
+        conn.commit()
+        return list(rows)
+
+    def compact_tallies(self, conn: Connection, batch: int) -> int:
+        return int(conn.execute(q.COMPACT_TALLIES, {"batch": batch}).one()[0])
+
+    def for_large_read(self, conn: Connection) -> None:
+        conn.execute(text("SET LOCAL jit = off"))
 
 
 def superseded(rows: list[Any]) -> Any:

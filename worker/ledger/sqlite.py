@@ -4,10 +4,11 @@ which serializes a user's claims as PostgreSQL's row lock on the fence does."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, Row, Table, select, update
 
 from worker.ledger import statements as q
 from worker.ledger.base import SharedSteps, claim_params, loaded, record_params, unclaim_params
@@ -112,3 +113,32 @@ class SqliteLedger(SharedSteps):
                 values["seq"] = old.seq
             self.insert_request(conn, values)
         return old
+
+    def take(
+        self,
+        conn: Connection,
+        table: Table,
+        where: ColumnElement[bool],
+        order_by: Any,
+        values: dict[str, Any],
+        columns: Iterable[Any],
+        limit: int,
+    ) -> list[Row[Any]]:
+        candidates = conn.execute(select(*columns).where(where).order_by(order_by).limit(limit))
+        rows = candidates.all()
+        conn.commit()
+        taken = []
+        for row in rows:  # each row's update wins only if it still meets `where`
+            won = conn.execute(
+                update(table).where(table.c.id == row.id, where).values(**values)
+            ).rowcount
+            conn.commit()
+            if won:
+                taken.append(row)
+        return taken
+
+    def compact_tallies(self, conn: Connection, batch: int) -> int:
+        return 0  # SQLite's triggers write the totals themselves
+
+    def for_large_read(self, conn: Connection) -> None:
+        return None

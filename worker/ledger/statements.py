@@ -18,6 +18,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -320,3 +321,22 @@ COUNT_WAITING_BY_USER = (
     .group_by(R.user_id)
 )
 COUNT_WAITING_BY_USER_DIRECT = Direct(COUNT_WAITING_BY_USER)
+
+# The metric triggers' deltas (PostgreSQL's, migration 0006) folded into their totals.
+# One statement: the deltas taken are gone exactly when their sum is in the totals.
+# SKIP LOCKED lets two compactions run side by side on disjoint deltas; the totals are
+# upserted in key order, so the two never wait on each other in a cycle.
+COMPACT_TALLIES = text("""
+WITH taken AS (
+    DELETE FROM metric_deltas WHERE id IN (
+        SELECT id FROM metric_deltas ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED)
+    RETURNING series, label, n, total),
+folded AS (
+    INSERT INTO metric_totals AS t (series, label, n, total)
+    SELECT series, label, sum(n), sum(total) FROM taken GROUP BY series, label
+    ORDER BY series, label
+    ON CONFLICT (series, label) DO UPDATE
+    SET n = t.n + excluded.n, total = t.total + excluded.total
+    RETURNING 1)
+SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM folded)
+""")
