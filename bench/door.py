@@ -25,7 +25,7 @@ from bench.common import (
 from bench.fake import start as start_fake
 from bench.infra import reset_redis
 from bench.pacing import PacingSize, _plan, _summary, _timeout, run_spdist
-from worker.dev.faults import TlsFront
+from worker.dev.network import TlsFront
 
 FRONTS = {"front 0-50 ms": (0.0, 0.05), "front 0-300 ms": (0.0, 0.3)}
 

@@ -22,8 +22,8 @@ from tests.conftest import USER_KEYS
 from worker import distributions
 from worker.celery_app import celery_config
 from worker.context import Context, build_context
-from worker.dev.faults import SentinelCluster
 from worker.dev.procs import spdist_env, start_fake, start_worker, wait_for
+from worker.dev.servers import SentinelCluster
 from worker.dev.stack import Stack, ensure_redis, redis_answers
 from worker.distributions import NewDistribution
 from worker.errors import PacerUnavailable

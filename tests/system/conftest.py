@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from tests.books import Books, count
 from tests.conftest import USER_KEYS
 from worker.celery_app import transport_options
-from worker.dev.faults import RedisServer, SentinelCluster, TcpProxy, TlsFront
+from worker.dev.network import TcpProxy, TlsFront
 from worker.dev.procs import (
     PY,
     ROOT,
@@ -31,6 +31,7 @@ from worker.dev.procs import (
     wait_for,
     worker_argv,
 )
+from worker.dev.servers import RedisServer, SentinelCluster
 from worker.models import TERMINAL, DistributionAttempt, DistributionRequest
 from worker.redis_url import broker_url
 

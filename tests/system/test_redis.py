@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.system.conftest import USERS, check
-from worker.dev.faults import free_port
 from worker.dev.procs import wait_for
+from worker.dev.servers import free_port
 from worker.models import State
 
 pytestmark = pytest.mark.system
