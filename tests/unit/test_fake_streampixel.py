@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.dev.fake_streampixel import RATE_LIMITED, FakeStreampixel, fetch_calls
+from worker.dev.fake_rules import RATE_LIMITED
+from worker.dev.fake_streampixel import FakeStreampixel, fetch_calls
 
 KEY = "sk-live-SECRET-5f3c9a0e7b1d4c2a"
 USER_A = "663d0a1b2c3e4f5a6b7c8d9e"

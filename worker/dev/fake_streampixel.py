@@ -10,10 +10,11 @@ Control API (JSON) on the same server:
                                "force_429_next", "webhook_url", "webhook_delay_s"}
     GET  /_control/health   -> {"ok": true}
 
-A call is judged in this order: 415 wrong content type, 400 missing field, 401 key mismatch,
-429 *violation* (the previous call of that userId arrived less than ``interval_s`` ago; every
-call that gets this far restarts the window, 429s included), a forced 429, a scripted answer
-(by uploadId, else the "default" queue), and finally 200 "Distribution triggered".
+What it answers (`worker.dev.fake_rules.Judge`), in this order: 415 wrong content type, 400
+missing field, 401 key mismatch, 429 *violation* (the previous call of that userId arrived
+less than ``interval_s`` ago; every call that gets this far restarts the window, 429s
+included), a forced 429, a scripted answer (by uploadId, else the "default" queue), and
+finally 200 "Distribution triggered".
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ import socket
 import socketserver
 import struct
 import threading
-import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -37,221 +35,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-API_PREFIX = "/pixelStripeApi"
-DISTRIBUTE_PATH = f"{API_PREFIX}/projects/distribute-file"
-CONTROL_PREFIX = "/_control"
-REQUIRED_FIELDS = ("apiKey", "userId", "projectId", "uploadId")
-TRIGGERED = "Distribution triggered"
-RATE_LIMITED = "Rate limit exceeded. Try again in 2 minutes."
-
-
-def rate_limited_message(interval_s: float) -> str:
-    """Streampixel's 429 text, stating this fake's own interval as the wait."""
-    if interval_s == 120:
-        return RATE_LIMITED
-    return f"Rate limit exceeded. Try again in {interval_s:g} seconds."
-
-
-CONFIG_KEYS = frozenset({"interval_s", "keys", "rules", "repeat_last", "force_429_next"}).union(
-    {"webhook_url", "webhook_delay_s"}
+from worker.dev.fake_rules import (
+    API_PREFIX,
+    CONTROL_PREFIX,
+    DISTRIBUTE_PATH,
+    Judge,
+    deliver_webhook,
 )
-ACTIONS = frozenset({"status", "hang", "reset", "garbage", "html", "empty", "ratelimit"})
-_EDGE_HTML = (
-    "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
-    "<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    "</body>\r\n</html>\r\n"
-)
-_WEBHOOK_TIMEOUT_S = 10.0  # what Streampixel documents for its own deliveries
-
-
-@dataclass
-class _Answer:
-    """What to send back; decided under the lock, sent outside it."""
-
-    status: int | None  # None: reset the connection without answering
-    body: bytes = b""
-    content_type: str | None = None
-    outcome: str = "triggered"
-    violation: bool = False
-    action: str | None = None  # the scripted action, if one answered
-    hang_s: float = 0.0
-    webhook: tuple[str, float, dict[str, Any]] | None = None  # (url, delay_s, event)
-
-
-def _message(status: int, message: str, outcome: str, **kw: Any) -> _Answer:
-    body = json.dumps({"message": message}).encode()
-    return _Answer(status, body, "application/json", outcome, **kw)
-
-
-def _scripted(action: dict[str, Any], interval_s: float = 120.0) -> _Answer:
-    kind = action.get("action", "status")
-    if kind == "hang":
-        return _message(200, TRIGGERED, "scripted", action=kind, hang_s=float(action["seconds"]))
-    if kind == "reset":
-        return _Answer(None, outcome="scripted", action=kind)
-    if kind == "garbage":
-        return _Answer(200, b"<<garbage>>", "text/plain", "scripted", action=kind)
-    if kind == "html":
-        code = int(action.get("status", 502))
-        page = _EDGE_HTML.format(code=code, reason=action.get("reason", "Bad Gateway"))
-        return _Answer(code, page.encode(), "text/html", "scripted", action=kind)
-    if kind == "empty":
-        return _Answer(int(action.get("status", 503)), outcome="scripted", action=kind)
-    if kind == "ratelimit":  # another tool spent the budget: a 429 we did not cause
-        return _message(429, rate_limited_message(interval_s), "scripted", action=kind)
-    return _message(int(action["status"]), str(action.get("message", "")), "scripted", action=kind)
-
-
-def _check_action(action: Any) -> None:
-    if not isinstance(action, dict) or action.get("action", "status") not in ACTIONS:
-        raise ValueError(f"unknown scripted action: {action!r}")
-    if action.get("action", "status") == "status" and "status" not in action:
-        raise ValueError(f"a status rule needs a 'status': {action!r}")
-    if action.get("action") == "hang" and "seconds" not in action:
-        raise ValueError(f"a hang rule needs 'seconds': {action!r}")
-
-
-def _parse(content_type: str, raw: bytes) -> tuple[dict[str, Any], _Answer | None]:
-    """The request's JSON object, or the 415/400 answer it deserves."""
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        return {}, _message(415, "Unsupported Media Type", "unsupported_media_type")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = {}
-    if not isinstance(data, dict):
-        data = {}
-    for name in REQUIRED_FIELDS:
-        if not isinstance(data.get(name), str) or not data[name]:
-            return data, _message(400, f"Missing required field: {name}", "bad_request")
-    return data, None
-
-
-def _text(data: dict[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    return value if isinstance(value, str) else None
-
-
-class _State:
-    """Configuration, scripted rules, per-user windows and the call record, under one lock."""
-
-    def __init__(self, interval_s: float, keys: dict[str, str] | None, webhook_url: str | None):
-        self.lock = threading.Lock()
-        self.interval_s = interval_s
-        self.keys = dict(keys) if keys is not None else None
-        self.webhook_url = webhook_url
-        self.webhook_delay_s = 0.2
-        self.repeat_last = False
-        self.force_429_next = 0
-        self.rules: dict[str, list[dict[str, Any]]] = {}
-        self.last_mono: dict[str, float] = {}
-        self.calls: list[dict[str, Any]] = []
-
-    def configure(self, cfg: dict[str, Any]) -> None:
-        unknown = set(cfg) - CONFIG_KEYS
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        rules = cfg.get("rules") or {}
-        if not isinstance(rules, dict) or not all(isinstance(v, list) for v in rules.values()):
-            raise ValueError("rules must map an uploadId or 'default' to a list of actions")
-        for actions in rules.values():
-            for action in actions:
-                _check_action(action)
-        with self.lock:
-            for key, value in cfg.items():
-                if key == "rules":
-                    self.rules.update({k: [dict(a) for a in v] for k, v in rules.items()})
-                elif key == "keys":
-                    self.keys = dict(value) if value is not None else None
-                elif key in ("interval_s", "webhook_delay_s"):
-                    setattr(self, key, float(value))
-                elif key == "force_429_next":
-                    self.force_429_next = int(value)
-                elif key == "repeat_last":
-                    self.repeat_last = bool(value)
-                else:
-                    self.webhook_url = value
-
-    def reset(self) -> None:
-        with self.lock:
-            self.calls.clear()
-            self.rules.clear()
-            self.last_mono.clear()
-            self.force_429_next = 0
-
-    def judge(self, content_type: str, raw: bytes) -> _Answer:
-        """Decide one call's answer and record it; arrivals are judged in lock order."""
-        with self.lock:
-            wall, mono = time.time(), time.monotonic()
-            data, answer = _parse(content_type, raw)
-            user, key = _text(data, "userId"), _text(data, "apiKey")
-            last = self.last_mono.get(user) if user is not None else None
-            key_ok = key is not None and (self.keys is None or self.keys.get(user or "") == key)
-            if answer is None and not key_ok:
-                answer = _message(401, "Unauthorized: Invalid API Key", "unauthorized")
-            if answer is None:
-                answer = self._limit(data, mono, last)
-            self.calls.append(
-                {
-                    "seq": len(self.calls) + 1,
-                    "wall": wall,
-                    "mono": mono,
-                    "userId": user,
-                    "projectId": _text(data, "projectId"),
-                    "uploadId": _text(data, "uploadId"),
-                    "keyOk": key_ok,
-                    "status": answer.status,
-                    "outcome": answer.outcome,
-                    "action": answer.action,
-                    "violation": answer.violation,
-                    "gapS": None if last is None else mono - last,
-                }
-            )
-            return answer
-
-    def _limit(self, data: dict[str, Any], mono: float, last: float | None) -> _Answer:
-        self.last_mono[data["userId"]] = mono  # strict: every call restarts the window
-        if last is not None and mono - last < self.interval_s:
-            return _message(429, rate_limited_message(self.interval_s), "violation", violation=True)
-        if self.force_429_next > 0:
-            self.force_429_next -= 1
-            return _message(429, rate_limited_message(self.interval_s), "forced_429")
-        action = self._next_action(data["uploadId"])
-        answer = (
-            _scripted(action, self.interval_s) if action else _message(200, TRIGGERED, "triggered")
-        )
-        if answer.status == 200 and answer.action in (None, "hang") and self.webhook_url:
-            answer.webhook = (self.webhook_url, self.webhook_delay_s, _event(data))
-        return answer
-
-    def _next_action(self, upload_id: str) -> dict[str, Any] | None:
-        name = upload_id if self.rules.get(upload_id) else "default"
-        queue = self.rules.get(name)
-        if not queue:
-            return None
-        if len(queue) == 1 and self.repeat_last:
-            return queue[0]
-        return queue.pop(0)
-
-
-def _event(data: dict[str, Any]) -> dict[str, Any]:
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {
-        "event": "build.distributing",
-        "projectId": data["projectId"],
-        "uploadId": data["uploadId"],
-        "fileUrl": None,
-        "status": "Distribute",
-        "timestamp": stamp,
-    }
-
-
-def _deliver(url: str, delay_s: float, event: dict[str, Any], stopping: threading.Event) -> None:
-    if stopping.wait(delay_s):
-        return
-    # Streampixel neither retries nor reports failed deliveries; nor do we.
-    with contextlib.suppress(Exception):
-        httpx.post(url, json=event, timeout=_WEBHOOK_TIMEOUT_S)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -305,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _distribute(self, raw: bytes) -> None:
         fake = self.server.fake
-        answer = fake._state.judge(self.headers.get("Content-Type", ""), raw)
+        answer = fake._judge.judge(self.headers.get("Content-Type", ""), raw)
         if answer.status is None:
             # SO_LINGER 0 makes close() send RST: the client sees a reset, not a clean EOF.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -318,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(answer.status, answer.body, answer.content_type)
         if answer.webhook:
             threading.Thread(
-                target=_deliver,
+                target=deliver_webhook,
                 args=(*answer.webhook, fake._stopping),
                 name="fake-streampixel-webhook",
                 daemon=True,
@@ -393,7 +183,7 @@ class FakeStreampixel:
         verbose: bool = False,
     ) -> None:
         self._address = (host, port)
-        self._state = _State(interval_s, keys, webhook_url)
+        self._judge = Judge(interval_s, keys, webhook_url)
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -454,16 +244,16 @@ class FakeStreampixel:
 
     def calls(self) -> list[dict[str, Any]]:
         """Every call so far, oldest first (copies; no apiKey)."""
-        with self._state.lock:
-            return [dict(call) for call in self._state.calls]
+        with self._judge.lock:
+            return [dict(call) for call in self._judge.calls]
 
     def configure(self, **kw: Any) -> None:
         """Merge settings; same keys as POST /_control/config."""
-        self._state.configure(kw)
+        self._judge.configure(kw)
 
     def reset(self) -> None:
         """Forget calls, rules, forced 429s and per-user windows."""
-        self._state.reset()
+        self._judge.reset()
 
 
 def fetch_calls(base_or_control_url: str) -> list[dict[str, Any]]:
