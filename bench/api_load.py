@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 
 from bench.common import Workspace, env_for, user_ids
-from bench.infra import free_port, postgres_db, reset_redis
+from bench.infra import postgres_db, reset_redis
 from worker.dev.procs import PY, Proc, wait_for
+from worker.dev.servers import free_port
 
 TOKEN = "bench-token"
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +13,7 @@ from pathlib import Path
 import redis
 
 from worker.dev.cpu import descendants
+from worker.dev.servers import RedisServer
 
 PG_ADMIN_URL = os.environ.get(
     "SPDIST_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -23,50 +21,16 @@ PG_ADMIN_URL = os.environ.get(
 PG_BASE = os.environ.get("SPDIST_BENCH_PG_BASE", "postgresql+psycopg://postgres@127.0.0.1:5432")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def private_redis(folder: Path) -> Iterator[str]:
     """A redis-server of our own on a free port, so INFO commandstats counts only us."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is not installed; the benchmark runs its own Redis")
-    port = free_port()
-    argv = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(folder),
-        "--logfile",
-        str(folder / "redis.log"),
-    ]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
+    server = RedisServer(folder, args=("--dir", str(folder)))
     try:
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield url
+        yield server.url
     finally:
-        client.close()
-        proc.terminate()
-        proc.wait(10)
+        server.kill()
 
 
 def reset_redis(url: str) -> None:

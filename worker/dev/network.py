@@ -7,9 +7,28 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from worker.dev.servers import free_port
+
+
+def _nothing() -> None:
+    return None
+
+
+def _pipe(src: socket.socket, dst: socket.socket, on_data: Callable[[], None] = _nothing) -> None:
+    """Copy src to dst until either end closes, then close both."""
+    try:
+        while data := src.recv(65536):
+            on_data()
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()
 
 
 class TcpProxy:
@@ -69,19 +88,7 @@ class TcpProxy:
                     return
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
 
 
 class TlsFront:
@@ -152,7 +159,7 @@ class TlsFront:
             return
         idle = _Idle()
         tls.settimeout(_IDLE_TICK_S)
-        threading.Thread(target=self._answer, args=(upstream, tls, idle), daemon=True).start()
+        threading.Thread(target=_pipe, args=(upstream, tls, idle.answered), daemon=True).start()
         try:
             while True:
                 try:
@@ -169,19 +176,6 @@ class TlsFront:
             pass
         finally:
             for s in (tls, upstream):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    @staticmethod
-    def _answer(upstream: socket.socket, tls: socket.socket, idle: _Idle) -> None:
-        try:
-            while data := upstream.recv(65536):
-                idle.answered()
-                tls.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (upstream, tls):
                 with contextlib.suppress(OSError):
                     s.close()
 
