@@ -609,6 +609,61 @@ CASES += (
         ),
     ),
     Case(
+        "scrapes at once",
+        "one shared reading at a time (each scrape reads in a thread of its own)",
+        f"{UNIT}/test_api.py::test_scrapes_at_once_share_one_reading_at_a_time",
+        (
+            (
+                "api/routes/health.py",
+                "    body = await _READINGS.get(id(ctx), partial(_exposition, ctx))\n",
+                "    from starlette.concurrency import run_in_threadpool\n\n"
+                "    body = await run_in_threadpool(partial(_exposition, ctx))\n",
+            ),
+        ),
+    ),
+    Case(
+        "scrapes share a newer reading",
+        "a scrape waits for a reading begun after it came (an older one would do)",
+        f"{UNIT}/test_shared_reading.py::test_callers_during_a_reading_share_the_next_one_and_none_gets_an_older_one",
+        (
+            (
+                "api/shared_reading.py",
+                "                pending = self._next.pop(slot)\n",
+                "                pending = self._next[slot]\n",
+            ),
+            (
+                "api/shared_reading.py",
+                "                    pending.future.set_result(await run_in_threadpool(read))\n",
+                "                    pending.future.set_result(await run_in_threadpool(read))\n"
+                "                    del self._next[slot]\n",
+            ),
+        ),
+    ),
+    Case(
+        "scrapes rest between readings",
+        "the rest after a reading while scrapes overlap",
+        f"{UNIT}/test_shared_reading.py::test_after_overlapping_calls_the_next_reading_waits_its_rest",
+        (
+            (
+                "api/shared_reading.py",
+                "                    await asyncio.sleep(wait)  # callers meanwhile join this reading\n",
+                "                    pass\n",
+            ),
+        ),
+    ),
+    Case(
+        "scrapes: a lone scraper",
+        "no rest when calls do not overlap (every reading followed by one)",
+        f"{UNIT}/test_shared_reading.py::test_one_caller_at_a_time_never_waits_for_a_rest",
+        (
+            (
+                "api/shared_reading.py",
+                "                if pending.callers > 1 or slot in self._next:  # calls overlap: rest\n",
+                "                if True:\n",
+            ),
+        ),
+    ),
+    Case(
         "pacer answers checked",
         "a pacer answer of unknown kind taken as it comes",
         f"{UNIT}/test_pacer.py::test_an_answer_of_unknown_kind_is_no_slot",

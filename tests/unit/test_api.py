@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +236,39 @@ def test_health_ready_and_metrics(api: Api) -> None:
     assert f'spdist_lane_depth{{user_id="{USER}"}} 1.0' in text
     assert "spdist_enqueue_to_dispatch_seconds_bucket" in text
     assert f'spdist_next_slot_seconds{{user_id="{USER}"}}' in text
+
+
+def test_scrapes_at_once_share_one_reading_at_a_time(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight scrapes at once: one reading runs at a time (api/shared_reading.py), each
+    answer read after its scrape came, and every scrape answered."""
+    from api.routes import health
+
+    real, lock, running, most = health._exposition, threading.Lock(), [0], [0]
+
+    def slow_reading(ctx: Any) -> bytes:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return real(ctx)
+
+    monkeypatch.setattr(health, "_exposition", slow_reading)
+    api.post(body())
+    start = threading.Barrier(8)
+
+    def scrape(_: int) -> Any:
+        start.wait()
+        return api.client.get("/metrics")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(scrape, range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert all('spdist_requests{state="queued"} 1.0' in a.text for a in answers)
+    assert most[0] == 1
 
 
 def hook(api: Api, payload: dict[str, Any], token: str = "hook-secret") -> Any:
