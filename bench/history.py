@@ -111,6 +111,36 @@ def _latencies_ms(
     return {k: median(v) for k, v in out.items()}
 
 
+SCRAPE_LOOPS = 8
+
+
+def _beside_scrapes_ms(
+    http: httpx.Client, base: str, paths: list[str], samples: int
+) -> tuple[float, int]:
+    """Median milliseconds of the list GETs while SCRAPE_LOOPS clients scrape /metrics back to
+    back on the same API process, and how many scrapes they made meanwhile."""
+    stop = threading.Event()
+    scrapes = [0] * SCRAPE_LOOPS
+
+    def loop(i: int) -> None:
+        with httpx.Client(base_url=base, headers=http.headers, timeout=30) as scraper:
+            while not stop.is_set():
+                _get(scraper, "/metrics")
+                scrapes[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(SCRAPE_LOOPS)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)  # every loop under way
+        out = [_timed(partial(_get, http, paths[i % len(paths)])) * 1000 for i in range(samples)]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return median(out), sum(scrapes)
+
+
 def _users(key: str, n: int, base: int) -> list[str]:
     """Users of their own for each database: the two share one Redis."""
     return user_ids(n, base=base + (0 if key == "empty" else 0x100000))
@@ -160,6 +190,10 @@ def _api_figures(
         ):
             for k, v in _latencies_ms(https, paths, n).items():
                 out[k][figure] = v
+        for k, (_, base, _) in served.items():
+            out[k]["list_scraped_ms"], out[k]["scrapes_beside"] = _beside_scrapes_ms(
+                https[k], base, lists, size.samples
+            )
         for http in https.values():
             http.close()
         loads: dict[str, list[dict[str, Any]]] = {k: [] for k in dbs}
