@@ -32,7 +32,7 @@ HOW = """\
    take turns for every sample, so the shared machine's load weighs on both alike. Judged:
    each figure's history ÷ empty (for rates, empty ÷ history) ≤ 1.2, and a scrape ≤ 50 ms.
    Last, on the history database, `spdist prune`'s work (worker/retention.py: batches of
-   500, each followed by a rest twice as long) deletes about 1,000,000 rows (requests and
+   500, each followed by a rest four times as long) deletes about 1,000,000 rows (requests and
    their attempts, oldest first) while the same dispatch run goes on beside it: its rate
    over the calls made while the prune ran, against the run without it.
 """

@@ -55,9 +55,9 @@ from worker.models import (
 
 log = logging.getLogger(__name__)
 BATCH = 500
-# Rest after each batch, as a share of the batch's time: a prune then takes at most a third
+# Rest after each batch, as a share of the batch's time: a prune then takes at most a fifth
 # of one database backend, and the dispatch beside it keeps the rest of the machine.
-PAUSE = 2.0
+PAUSE = 4.0
 # Per housekeeping run (every 10 s): 2,500 requests, ~21 M a day, far above any intake.
 SCHEDULED_BATCHES = 5
 
