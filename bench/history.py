@@ -114,31 +114,26 @@ def _latencies_ms(
 SCRAPE_LOOPS = 8
 
 
-def _beside_scrapes_ms(
-    http: httpx.Client, base: str, paths: list[str], samples: int
-) -> tuple[float, int]:
-    """Median milliseconds of the list GETs while SCRAPE_LOOPS clients scrape /metrics back to
-    back on the same API process, and how many scrapes they made meanwhile."""
+def _beside_scrapes_ms(http: httpx.Client, base: str, paths: list[str], samples: int) -> float:
+    """`_latencies_ms` of the list GETs while SCRAPE_LOOPS clients scrape /metrics back to
+    back on the same API process."""
     stop = threading.Event()
-    scrapes = [0] * SCRAPE_LOOPS
 
-    def loop(i: int) -> None:
+    def loop() -> None:
         with httpx.Client(base_url=base, headers=http.headers, timeout=30) as scraper:
             while not stop.is_set():
                 _get(scraper, "/metrics")
-                scrapes[i] += 1
 
-    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(SCRAPE_LOOPS)]
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(SCRAPE_LOOPS)]
     for t in threads:
         t.start()
     try:
         time.sleep(0.5)  # every loop under way
-        out = [_timed(partial(_get, http, paths[i % len(paths)])) * 1000 for i in range(samples)]
+        return _latencies_ms({base: http}, {base: paths}, samples)[base]
     finally:
         stop.set()
         for t in threads:
             t.join()
-    return median(out), sum(scrapes)
 
 
 def _users(key: str, n: int, base: int) -> list[str]:
@@ -191,9 +186,7 @@ def _api_figures(
             for k, v in _latencies_ms(https, paths, n).items():
                 out[k][figure] = v
         for k, (_, base, _) in served.items():
-            out[k]["list_scraped_ms"], out[k]["scrapes_beside"] = _beside_scrapes_ms(
-                https[k], base, lists, size.samples
-            )
+            out[k]["list_scraped_ms"] = _beside_scrapes_ms(https[k], base, lists, size.samples)
         for http in https.values():
             http.close()
         loads: dict[str, list[dict[str, Any]]] = {k: [] for k in dbs}
